@@ -1,0 +1,37 @@
+# chatsvc: `make run` serves it on http://127.0.0.1:8000, `make test` runs the whole suite on PostgreSQL.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatsvc
+
+.PHONY: run test lint format bench screenshot clean
+
+$(VENV)/.run: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@ $(VENV)/.run
+
+run: $(VENV)/.run
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py setup_demo --host $(HOST) --port $(PORT)
+	$(VENV)/bin/daphne --backlog 4096 -b $(HOST) -p $(PORT) chatsvc.asgi:application
+
+test: $(VENV)/.dev
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

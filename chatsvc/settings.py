@@ -1,0 +1,208 @@
+"""Settings for chatsvc, read from the environment (README "Configuration" lists every variable)."""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+
+def env_optional(name: str, cast: type, default):
+    """A setting that may be None: `none` (any case) or an empty value means None."""
+    raw = env.str(name, default=None)
+    if raw is None:
+        return default
+    if raw.strip().lower() in ("", "none"):
+        return None
+    try:
+        return cast(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a {cast.__name__} or 'none', not {raw!r}.") from None
+
+
+# --- Core -------------------------------------------------------------------------------------
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env.str("SECRET_KEY", default="")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+if not DEBUG:
+    if not SECRET_KEY:
+        raise ImproperlyConfigured("DEBUG=false needs SECRET_KEY: set it to a long random string.")
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured("DEBUG=false needs ALLOWED_HOSTS: the host names this service answers to.")
+SECRET_KEY = SECRET_KEY or "django-insecure-development-only-key-do-not-deploy"
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "conversations",
+    "quota",
+    "ai",
+    "chatsvc",
+]
+
+# Every middleware here is async-capable, and none buffers or compresses a response.
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatsvc.urls"
+ASGI_APPLICATION = "chatsvc.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------------
+# PostgreSQL (psycopg 3 with Django's connection pool) in production and tests; SQLite for `make run`.
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections; Django must not
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
+        "timeout": env.int("DATABASE_POOL_TIMEOUT", default=30),
+    }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channels (REDIS_URL is optional: the layer for signals across processes) -------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+CHANNEL_LAYERS = {
+    "default": (
+        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        if REDIS_URL
+        else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    )
+}
+
+# --- Authentication, i18n, static files -------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+SERVESTATIC_USE_FINDERS = True  # serve app static files without `collectstatic` too (make run, tests)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "servestatic.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+# --- Django REST framework and the OpenAPI schema ---------------------------------------------
+REST_FRAMEWORK = {
+    # Token first: a request without credentials gets 401 with `WWW-Authenticate: Token`.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "chatsvc.api.PageNumberPagination",
+    "EXCEPTION_HANDLER": "chatsvc.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "chatsvc API",
+    "DESCRIPTION": "Conversations, quota and streaming AI chat (Server-Sent Events).",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- AI ---------------------------------------------------------------------------------------
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+OPENAI_BASE_URL = env_optional("OPENAI_BASE_URL", str, None)
+OPENAI_MODEL = env.str("OPENAI_MODEL", default="gpt-4o-mini")
+OPENAI_TIMEOUT = env.float("OPENAI_TIMEOUT", default=60.0)
+
+AI_ADAPTERS = env.json(
+    "AI_ADAPTERS",
+    default={
+        "default": {"BACKEND": "ai.adapters.mock.MockAdapter", "OPTIONS": {"delay": 0.02}},
+        "openai": {
+            "BACKEND": "ai.adapters.openai.OpenAIAdapter",
+            "OPTIONS": {
+                "model": OPENAI_MODEL,
+                "api_key": OPENAI_API_KEY,
+                "base_url": OPENAI_BASE_URL,
+                "timeout": OPENAI_TIMEOUT,
+            },
+        },
+    },
+)
+AI_DEFAULT_ADAPTER = env.str("AI_DEFAULT_ADAPTER", default="default")
+AI_CONTEXT_MESSAGES = env.int("AI_CONTEXT_MESSAGES", default=10)
+AI_SYSTEM_PROMPT = env_optional("AI_SYSTEM_PROMPT", str, None)
+AI_MAX_MESSAGE_CHARS = env.int("AI_MAX_MESSAGE_CHARS", default=32000)
+AI_STREAM_KEEPALIVE = env.float("AI_STREAM_KEEPALIVE", default=15.0)
+
+# --- Quota ------------------------------------------------------------------------------------
+QUOTA_PERIOD = env.str("QUOTA_PERIOD", default="day")
+QUOTA_DEFAULT_REQUEST_LIMIT = env_optional("QUOTA_DEFAULT_REQUEST_LIMIT", int, 100)
+QUOTA_DEFAULT_TOKEN_LIMIT = env_optional("QUOTA_DEFAULT_TOKEN_LIMIT", int, None)
+QUOTA_RESERVATION_TTL = env.int("QUOTA_RESERVATION_TTL", default=600)
+QUOTA_CHARGE_INTERRUPTED = env.bool("QUOTA_CHARGE_INTERRUPTED", default=False)
+
+# --- Logging: one line per event to stderr; operators read the `ai.stream` lines ---------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
