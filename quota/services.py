@@ -1,0 +1,243 @@
+"""The spec's `QuotaEnforcementService`: reserve, commit, release, renew, status, reset and sweep.
+
+Plain synchronous functions with keyword-only arguments; async code (the streaming view) calls each
+one, or the whole transaction it joins, through one `sync_to_async` call.
+
+Exact under concurrency: `quota_reserve` locks the user's quota row (`select_for_update`) before it
+counts the live reservations and inserts one, so of any number of parallel reservations, across
+processes too, exactly as many succeed as there are requests remaining. Counters change only through
+`F()` updates (or are set to zero when a period starts). A period that has ended is rolled over by
+the first write after its boundary (`quota_reserve`, `quota_commit`); reads (`quota_status`, the
+admin) show that new, empty period without writing it.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from quota import selectors
+from quota.exceptions import QuotaExceeded, UnknownUsers
+from quota.models import Quota, Reservation
+from quota.periods import period_end, period_floor
+
+
+@dataclass(frozen=True)
+class QuotaStatus:
+    """A user's quota at one moment: everything `GET /api/quota/` shows (None limits: unlimited)."""
+
+    period: str
+    period_start: datetime
+    resets_at: datetime | None
+    request_limit: int | None
+    requests_used: int
+    requests_reserved: int
+    token_limit: int | None
+    tokens_used: int
+
+    @classmethod
+    def of(cls, quota: Quota, *, reserved: int, now: datetime) -> "QuotaStatus":
+        """The status of `quota` at `now`; a period that has ended reads as the new, empty one."""
+        period = settings.QUOTA_PERIOD
+        start, requests_used, tokens_used = quota.period_start, quota.requests_used, quota.tokens_used
+        floor = period_floor(period, now)
+        if floor is not None and start < floor:
+            start, requests_used, tokens_used = floor, 0, 0
+        return cls(
+            period=period,
+            period_start=start,
+            resets_at=period_end(period, start),
+            request_limit=quota.request_limit_in_effect,
+            requests_used=requests_used,
+            requests_reserved=reserved,
+            token_limit=quota.token_limit_in_effect,
+            tokens_used=tokens_used,
+        )
+
+    @property
+    def requests_remaining(self) -> int | None:
+        if self.request_limit is None:
+            return None
+        return max(0, self.request_limit - self.requests_used - self.requests_reserved)
+
+    @property
+    def tokens_remaining(self) -> int | None:
+        if self.token_limit is None:
+            return None
+        return max(0, self.token_limit - self.tokens_used)
+
+    @property
+    def stream_quota(self) -> dict:
+        """The `quota` object of the stream's `done` event."""
+        return {
+            "requests_remaining": self.requests_remaining,
+            "tokens_remaining": self.tokens_remaining,
+            "resets_at": self.resets_at.isoformat().replace("+00:00", "Z") if self.resets_at else None,
+        }
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    """One user's counters before and after a reset."""
+
+    username: str
+    requests_before: int
+    tokens_before: int
+    requests_after: int = 0
+    tokens_after: int = 0
+
+    def summary(self, *, dry_run: bool = False) -> str:
+        """`alice: requests 37 → 0, tokens 1234 → 0` (`alice: would reset requests …` for a dry run)."""
+        verb = "would reset requests" if dry_run else "requests"
+        return (
+            f"{self.username}: {verb} {self.requests_before} → {self.requests_after}, "
+            f"tokens {self.tokens_before} → {self.tokens_after}"
+        )
+
+
+def quota_reserve(*, user, now: datetime | None = None) -> Reservation:
+    """Hold one request for a generation that is starting, or raise `QuotaExceeded`.
+
+    Runs in its own transaction, or joins the caller's (which then holds the row lock until it ends).
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        quota = _locked_quota(user_id=user.pk, now=now)
+        quota.reservations.filter(expires_at__lte=now).delete()
+        status = QuotaStatus.of(quota, reserved=quota.reservations.count(), now=now)
+        if status.period_start != quota.period_start:
+            _start_new_period_if_due(quota_id=quota.pk, now=now)
+        if status.requests_remaining == 0:
+            refusal = QuotaExceeded(resource="requests", resets_at=status.resets_at, now=now)
+        elif status.tokens_remaining == 0:
+            refusal = QuotaExceeded(resource="tokens", resets_at=status.resets_at, now=now)
+        else:
+            return Reservation.objects.create(
+                id=Reservation.make_id(quota.pk),
+                quota=quota,
+                created_at=now,
+                renewed_at=now,
+                expires_at=now + timedelta(seconds=settings.QUOTA_RESERVATION_TTL),
+            )
+    raise refusal  # after the block, so the rollover and the sweep of expired reservations are kept
+
+
+def quota_commit(*, reservation_id: str, tokens: int) -> None:
+    """Consume a reservation: one request plus `tokens`, counted in the period current now.
+
+    Call it inside the caller's transaction (the one that writes the answer). A reservation already
+    swept (its renewals stopped for longer than QUOTA_RESERVATION_TTL) is still charged.
+    """
+    if tokens < 0:
+        raise ValueError(f"tokens must be ≥ 0, not {tokens}.")
+    quota_id = Reservation.quota_id_of(reservation_id)
+    with transaction.atomic():
+        Reservation.objects.filter(pk=reservation_id).delete()
+        _start_new_period_if_due(quota_id=quota_id, now=timezone.now())
+        Quota.objects.filter(pk=quota_id).update(
+            requests_used=F("requests_used") + 1, tokens_used=F("tokens_used") + tokens
+        )
+
+
+def quota_release(*, reservation_id: str) -> None:
+    """Give a reservation back unused (the generation failed or its client left)."""
+    Reservation.objects.filter(pk=reservation_id).delete()
+
+
+def quota_renew(*, reservation_id: str, now: datetime | None = None) -> None:
+    """Keep a running stream's reservation alive for another QUOTA_RESERVATION_TTL (a heartbeat)."""
+    now = now or timezone.now()
+    Reservation.objects.filter(pk=reservation_id).update(
+        renewed_at=now, expires_at=now + timedelta(seconds=settings.QUOTA_RESERVATION_TTL)
+    )
+
+
+def quota_status(*, user, now: datetime | None = None) -> QuotaStatus:
+    """The user's quota now (its row is created on first use)."""
+    now = now or timezone.now()
+    quotas = selectors.quotas_with_reserved(now=now)
+    try:
+        quota = quotas.get(pk=user.pk)
+    except Quota.DoesNotExist:
+        _create_quotas(user_ids=[user.pk], now=now)
+        quota = quotas.get(pk=user.pk)
+    return QuotaStatus.of(quota, reserved=quota.reserved_now, now=now)
+
+
+def quota_reset(
+    *,
+    usernames: list[str] | None = None,
+    all_users: bool = False,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> list[ResetResult]:
+    """Set the used counters of some users, or of every user, to zero and start a new period now.
+
+    Reservations of running streams are kept. An unknown username raises `UnknownUsers` and changes
+    nothing. Results are ordered by username; with `dry_run`, nothing is written.
+    """
+    if not (usernames or all_users):
+        raise ValueError("Name the users whose quotas to reset, or pass all_users=True.")
+    now = now or timezone.now()
+    user_model = get_user_model()
+    users = user_model.objects.all()
+    if not all_users:
+        users = users.filter(**{f"{user_model.USERNAME_FIELD}__in": usernames})
+    with transaction.atomic():
+        names_by_id = dict(users.values_list("pk", user_model.USERNAME_FIELD))
+        unknown = set(usernames or ()) - set(names_by_id.values())
+        if unknown:
+            raise UnknownUsers(list(unknown))
+        quotas = Quota.objects.all() if all_users else Quota.objects.filter(pk__in=names_by_id)
+        before = {
+            quota.pk: QuotaStatus.of(quota, reserved=0, now=now) for quota in quotas.select_for_update()
+        }
+        results = [
+            ResetResult(
+                username=name,
+                requests_before=before[pk].requests_used if pk in before else 0,
+                tokens_before=before[pk].tokens_used if pk in before else 0,
+            )
+            for pk, name in sorted(names_by_id.items(), key=lambda item: item[1])
+        ]
+        if not dry_run:
+            _create_quotas(user_ids=[pk for pk in names_by_id if pk not in before], now=now)
+            quotas.update(requests_used=0, tokens_used=0, period_start=now)
+    return results
+
+
+def reservations_sweep(*, now: datetime | None = None) -> int:
+    """Delete every expired reservation; returns how many there were."""
+    deleted, _ = Reservation.objects.filter(expires_at__lte=now or timezone.now()).delete()
+    return deleted
+
+
+def _create_quotas(*, user_ids: list, now: datetime) -> None:
+    """Create the quota rows of these users (those that exist already are left as they are)."""
+    start = period_floor(settings.QUOTA_PERIOD, now) or now
+    Quota.objects.bulk_create(
+        [Quota(user_id=user_id, period_start=start) for user_id in user_ids], ignore_conflicts=True
+    )
+
+
+def _locked_quota(*, user_id, now: datetime) -> Quota:
+    """The user's quota row, created if missing, locked until the transaction ends."""
+    locked = Quota.objects.select_for_update()
+    try:
+        return locked.get(pk=user_id)
+    except Quota.DoesNotExist:
+        _create_quotas(user_ids=[user_id], now=now)
+        return locked.get(pk=user_id)
+
+
+def _start_new_period_if_due(*, quota_id, now: datetime) -> None:
+    """Zero the counters if the quota's period ended before `now`; the period starts at the boundary."""
+    floor = period_floor(settings.QUOTA_PERIOD, now)
+    if floor is not None:
+        Quota.objects.filter(pk=quota_id, period_start__lt=floor).update(
+            requests_used=0, tokens_used=0, period_start=floor
+        )
