@@ -1,0 +1,47 @@
+"""System checks of `AI_ADAPTERS` and `AI_DEFAULT_ADAPTER` (the setting's shape also checked in `ready()`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error
+
+from ai.adapters import InvalidAdapterError, adapters, backend_class
+
+
+def adapter_setting_errors() -> list[Error]:
+    """What is wrong in the shape of `AI_ADAPTERS` (every BACKEND importable) and `AI_DEFAULT_ADAPTER`."""
+    config = settings.AI_ADAPTERS
+    if not isinstance(config, dict) or not config:
+        return [
+            Error(
+                "AI_ADAPTERS must be a non-empty dict of alias → {'BACKEND': …, 'OPTIONS': {…}}.",
+                id="ai.E001",
+            )
+        ]
+    errors = []
+    for alias, params in config.items():
+        try:
+            backend_class(alias, params)
+        except InvalidAdapterError as e:
+            errors.append(Error(str(e), id="ai.E002"))
+    if settings.AI_DEFAULT_ADAPTER not in config:
+        default, aliases = settings.AI_DEFAULT_ADAPTER, ", ".join(map(repr, config))
+        errors.append(
+            Error(
+                f"AI_DEFAULT_ADAPTER {default!r} is not an alias of AI_ADAPTERS ({aliases}).",
+                id="ai.E003",
+            )
+        )
+    return errors
+
+
+def check_adapters(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The setting's errors, then (when it is sound) each adapter's own `check()`."""
+    errors: list[CheckMessage] = list(adapter_setting_errors())
+    if errors:
+        return errors
+    for alias in adapters:
+        errors.extend(adapters[alias].check(**kwargs))
+    return errors
