@@ -3,6 +3,7 @@
 from django.conf import settings
 from rest_framework import serializers
 
+from chatsvc.api import JSONStringField
 from conversations.models import Conversation, Message
 
 
@@ -15,7 +16,8 @@ def validate_adapter_alias(value: str) -> str:
 
 
 class ConversationSerializer(serializers.ModelSerializer):
-    adapter = serializers.CharField(max_length=100, required=False, validators=[validate_adapter_alias])
+    title = JSONStringField(max_length=200, required=False, allow_blank=True)
+    adapter = JSONStringField(max_length=100, required=False, validators=[validate_adapter_alias])
 
     class Meta:
         model = Conversation

@@ -4,6 +4,7 @@ from django.conf import settings
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 
+from chatsvc.api import JSONBodyMixin
 from conversations import selectors, services
 from conversations.api.serializers import ConversationSerializer, MessageSerializer
 
@@ -15,6 +16,7 @@ class StreamInProgressError(exceptions.APIException):
 
 
 class ConversationViewSet(
+    JSONBodyMixin,
     mixins.ListModelMixin,
     mixins.CreateModelMixin,
     mixins.RetrieveModelMixin,

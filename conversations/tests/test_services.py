@@ -1,0 +1,192 @@
+"""The conversation rules: the title filled from the first message, an exchange's messages, the context."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from conversations import selectors, services
+from conversations.models import Conversation, Message
+from conversations.tests.factories import ConversationFactory, MessageFactory
+
+
+@pytest.mark.parametrize(
+    ("content", "title"),
+    [
+        ("Hello there", "Hello there"),
+        ("  Plan   a\ttrip\u00a0to Rome  \nwith details", "Plan a trip to Rome"),
+        ("\n\n  First real line\nsecond", "First real line"),
+        ("Windows line\r\nnext", "Windows line"),
+        ("x" * 60, "x" * 60),
+        ("x" * 61, "x" * 59 + "…"),
+        ("word " * 30, ("word " * 12)[:59] + "…"),
+        ("   ", ""),
+    ],
+    ids=["plain", "whitespace", "leading-blank-lines", "crlf", "exactly-60", "61", "long-words", "blank"],
+)
+def test_title_from_message_takes_the_first_line_collapsed_and_cut_to_sixty(content, title):
+    assert services.title_from_message(content) == title
+    assert len(services.title_from_message(content)) <= 60
+
+
+@pytest.mark.django_db
+def test_exchange_start_adds_the_question_and_a_streaming_answer_in_order():
+    conversation = ConversationFactory(title="")
+
+    question, answer = services.exchange_start(conversation=conversation, content="Hi\nthere")
+
+    stored = list(selectors.message_list(conversation=conversation))
+    assert stored == [question, answer]
+    assert (stored[0].role, stored[0].content, stored[0].status) == ("user", "Hi\nthere", "complete")
+    assert (stored[1].role, stored[1].content, stored[1].status) == ("assistant", "", "streaming")
+    assert stored[0].created_at == stored[1].created_at
+
+
+@pytest.mark.django_db
+def test_exchange_start_fills_an_empty_title_and_moves_updated_at():
+    conversation = ConversationFactory(title="")
+    long_ago = timezone.now() - timedelta(days=1)
+    Conversation.objects.filter(pk=conversation.pk).update(updated_at=long_ago)
+
+    services.exchange_start(conversation=conversation, content="  What is   the weather?\nIn Rome")
+
+    stored = Conversation.objects.get(pk=conversation.pk)
+    assert stored.title == "What is the weather?"
+    assert stored.updated_at > long_ago
+    assert conversation.title == stored.title
+
+
+@pytest.mark.django_db
+def test_exchange_start_keeps_an_existing_title():
+    conversation = ConversationFactory(title="Chosen by hand")
+
+    services.exchange_start(conversation=conversation, content="Something else entirely")
+
+    assert Conversation.objects.get(pk=conversation.pk).title == "Chosen by hand"
+
+
+@pytest.mark.django_db
+def test_exchange_start_cuts_a_long_first_line_with_an_ellipsis():
+    conversation = ConversationFactory(title="")
+
+    services.exchange_start(conversation=conversation, content="a" * 100)
+
+    assert Conversation.objects.get(pk=conversation.pk).title == "a" * 59 + "…"
+
+
+@pytest.mark.django_db
+def test_conversation_update_moves_updated_at():
+    conversation = ConversationFactory(title="Old")
+    long_ago = timezone.now() - timedelta(days=1)
+    Conversation.objects.filter(pk=conversation.pk).update(updated_at=long_ago)
+    conversation.refresh_from_db()
+
+    services.conversation_update(conversation=conversation, title="New")
+
+    stored = Conversation.objects.get(pk=conversation.pk)
+    assert stored.title == "New"
+    assert stored.updated_at > long_ago
+
+
+@pytest.mark.django_db
+def test_conversation_delete_refuses_while_an_answer_streams():
+    conversation = ConversationFactory()
+    MessageFactory(conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING)
+
+    with pytest.raises(services.StreamInProgress):
+        services.conversation_delete(conversation=conversation)
+
+    assert Conversation.objects.filter(pk=conversation.pk).exists()
+
+
+@pytest.mark.django_db
+def test_message_finish_writes_content_status_usage_and_error():
+    conversation = ConversationFactory()
+    _, answer = services.exchange_start(conversation=conversation, content="Hi")
+
+    services.message_finish(
+        message_id=answer.pk,
+        content="Partial",
+        status=Message.Status.FAILED,
+        usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+        error_code="adapter_error",
+        error_message="The AI service failed.",
+    )
+
+    answer.refresh_from_db()
+    assert (answer.content, answer.status) == ("Partial", "failed")
+    assert answer.usage == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    assert answer.error == {"code": "adapter_error", "message": "The AI service failed."}
+
+
+@pytest.mark.django_db
+def test_messages_sweep_stale_interrupts_only_streams_not_renewed():
+    now = timezone.now()
+    stale = MessageFactory(role="assistant", status="streaming", created_at=now - timedelta(hours=1))
+    live = MessageFactory(role="assistant", status="streaming", created_at=now)
+    done = MessageFactory(role="assistant", status="complete", created_at=now - timedelta(hours=1))
+
+    swept = services.messages_sweep_stale(updated_before=now - timedelta(minutes=10))
+
+    assert swept == 1
+    assert Message.objects.get(pk=stale.pk).status == "interrupted"
+    assert Message.objects.get(pk=live.pk).status == "streaming"
+    assert Message.objects.get(pk=done.pk).status == "complete"
+
+
+# --- selectors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_conversation_context_is_the_last_messages_with_content_oldest_first():
+    conversation = ConversationFactory()
+    start = timezone.now() - timedelta(minutes=10)
+    for n in range(5):
+        at = start + timedelta(seconds=n)
+        MessageFactory(conversation=conversation, content=f"q{n}", created_at=at)
+        MessageFactory(
+            conversation=conversation, role="assistant", content=f"a{n}", created_at=at, position=1
+        )
+    # The newest exchange: its answer has no content yet and is left out.
+    services.exchange_start(conversation=conversation, content="q5")
+    MessageFactory(content="another conversation", created_at=start + timedelta(hours=1))
+
+    context = selectors.conversation_context(conversation_id=conversation.pk, limit=4)
+
+    assert context == [
+        {"role": "assistant", "content": "a3"},
+        {"role": "user", "content": "q4"},
+        {"role": "assistant", "content": "a4"},
+        {"role": "user", "content": "q5"},
+    ]
+
+
+@pytest.mark.django_db
+def test_conversation_context_orders_a_question_before_its_answer_at_the_same_instant():
+    conversation = ConversationFactory()
+    at = timezone.now()
+    MessageFactory(conversation=conversation, role="assistant", content="answer", created_at=at, position=1)
+    MessageFactory(conversation=conversation, content="question", created_at=at, position=0)
+
+    context = selectors.conversation_context(conversation_id=conversation.pk, limit=10)
+
+    assert [item["content"] for item in context] == ["question", "answer"]
+
+
+@pytest.mark.django_db
+def test_conversation_context_of_a_short_conversation_is_all_of_it():
+    conversation = ConversationFactory()
+    services.exchange_start(conversation=conversation, content="only")
+
+    assert selectors.conversation_context(conversation_id=conversation.pk, limit=10) == [
+        {"role": "user", "content": "only"}
+    ]
+
+
+@pytest.mark.django_db
+def test_conversation_get_does_not_find_another_users_conversation(user, other_user):
+    conversation = ConversationFactory(user=other_user)
+
+    with pytest.raises(Conversation.DoesNotExist):
+        selectors.conversation_get(user=user, conversation_id=conversation.pk)
+    assert selectors.conversation_get(user=other_user, conversation_id=conversation.pk) == conversation
