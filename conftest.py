@@ -1,7 +1,13 @@
 """Fixtures shared by every app's tests; the suite runs on PostgreSQL (DATABASE_URL)."""
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 
+import httpx
 import psycopg
 import pytest
 from rest_framework.authtoken.models import Token
@@ -50,3 +56,95 @@ def api(token):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client
+
+
+class LiveASGIServer:
+    """An ASGI server (daphne or uvicorn) in its own process, on the test database."""
+
+    def __init__(self, *, server: str, env: dict[str, str], database_url: str, log_path):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = {
+            "daphne": [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)],
+            "uvicorn": [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port)],
+        }[server] + ["chatsvc.asgi:application"]
+        self.log_path = log_path
+        self.process = subprocess.Popen(
+            command,
+            env={**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1", **env},
+            stdout=open(log_path, "wb"),  # noqa: SIM115 (the process owns it)
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_until_serving()
+
+    def _wait_until_serving(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited: {self.log()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"the server did not start in {timeout} s: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _database_url(settings_dict) -> str:
+    user = settings_dict["USER"] or ""
+    password = f":{settings_dict['PASSWORD']}" if settings_dict["PASSWORD"] else ""
+    host = settings_dict["HOST"] or "127.0.0.1"
+    port = settings_dict["PORT"] or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def asgi_server_factory(django_db_setup, django_db_blocker, tmp_path_factory):
+    """Start (once per configuration) a real ASGI server on the test database.
+
+    `asgi_server_factory(server="daphne", **env)` returns a `LiveASGIServer`; `env` are the
+    server's extra environment variables (settings), so tests can run it configured as they need.
+    Its data must be committed: use it from `django_db(transaction=True)` tests.
+    """
+    from django.db import connection
+
+    database_url = _database_url(connection.settings_dict)
+    servers: dict[tuple, LiveASGIServer] = {}
+
+    def start(server: str = "daphne", fresh: bool = False, **env: str) -> LiveASGIServer:
+        key = (server, tuple(sorted(env.items())))
+        if fresh or key not in servers or servers[key].process.poll() is not None:
+            log_path = tmp_path_factory.mktemp("server") / f"{server}.log"
+            instance = LiveASGIServer(server=server, env=env, database_url=database_url, log_path=log_path)
+            if fresh:
+                return instance
+            servers[key] = instance
+        return servers[key]
+
+    yield start
+    for instance in servers.values():
+        instance.stop()
+
+
+@pytest.fixture
+def live_asgi(asgi_server_factory):
+    """The default server: daphne with the mock adapter and stock settings."""
+    return asgi_server_factory()

@@ -170,21 +170,26 @@ OPENAI_BASE_URL = env_optional("OPENAI_BASE_URL", str, None)
 OPENAI_MODEL = env.str("OPENAI_MODEL", default="gpt-4o-mini")
 OPENAI_TIMEOUT = env.float("OPENAI_TIMEOUT", default=60.0)
 
-AI_ADAPTERS = env.json(
-    "AI_ADAPTERS",
-    default={
-        "default": {"BACKEND": "ai.adapters.mock.MockAdapter", "OPTIONS": {"delay": 0.02}},
-        "openai": {
-            "BACKEND": "ai.adapters.openai.OpenAIAdapter",
-            "OPTIONS": {
-                "model": OPENAI_MODEL,
-                "api_key": OPENAI_API_KEY,
-                "base_url": OPENAI_BASE_URL,
-                "timeout": OPENAI_TIMEOUT,
+try:
+    AI_ADAPTERS = env.json(
+        "AI_ADAPTERS",
+        default={
+            "default": {"BACKEND": "ai.adapters.mock.MockAdapter", "OPTIONS": {"delay": 0.02}},
+            "openai": {
+                "BACKEND": "ai.adapters.openai.OpenAIAdapter",
+                "OPTIONS": {
+                    "model": OPENAI_MODEL,
+                    "api_key": OPENAI_API_KEY,
+                    "base_url": OPENAI_BASE_URL,
+                    "timeout": OPENAI_TIMEOUT,
+                },
             },
         },
-    },
-)
+    )
+except ValueError as error:
+    raise ImproperlyConfigured(f"AI_ADAPTERS is not a valid JSON object: {error}") from None
+if not isinstance(AI_ADAPTERS, dict):
+    raise ImproperlyConfigured("AI_ADAPTERS must be a JSON object of alias → {BACKEND, OPTIONS}.")
 AI_DEFAULT_ADAPTER = env.str("AI_DEFAULT_ADAPTER", default="default")
 AI_CONTEXT_MESSAGES = env.int("AI_CONTEXT_MESSAGES", default=10)
 AI_SYSTEM_PROMPT = env_optional("AI_SYSTEM_PROMPT", str, None)

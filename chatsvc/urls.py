@@ -8,6 +8,7 @@ from chatsvc import views
 
 api_patterns = [
     path("", include("conversations.api.urls")),
+    path("ai/", include("ai.urls")),
     path("quota/", include("quota.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -1,0 +1,65 @@
+"""A small SSE reader for the stream tests (httpx-sse is used beside it, as a second opinion)."""
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass
+class Frame:
+    """One SSE frame: an event (`id`, `data` parsed as JSON) or a comment."""
+
+    id: str | None = None
+    data: dict | None = None
+    comment: str | None = None
+    raw_lines: list[str] = field(default_factory=list)
+
+    @property
+    def type(self) -> str | None:
+        return self.data["type"] if self.data else None
+
+
+def iter_frames(response: httpx.Response) -> Iterator[Frame]:
+    """The frames of an SSE body, as they arrive (a blank line ends each)."""
+    frame = Frame()
+    data_lines: list[str] = []
+    for line in response.iter_lines():
+        if line == "":
+            if data_lines:
+                frame.data = json.loads("\n".join(data_lines))
+            if frame.raw_lines:
+                yield frame
+            frame, data_lines = Frame(), []
+            continue
+        frame.raw_lines.append(line)
+        if line.startswith(":"):
+            frame.comment = line[1:].strip()
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "id":
+                frame.id = value
+            elif name == "data":
+                data_lines.append(value)
+            else:
+                raise AssertionError(f"unexpected SSE field {name!r} in {line!r}")
+
+
+def stream(client: httpx.Client, server_url: str, token: str, body: dict, **kwargs):
+    """Open `POST /api/ai/chat/stream` as a streaming response (a context manager)."""
+    return client.stream(
+        "POST",
+        f"{server_url}/api/ai/chat/stream",
+        json=body,
+        headers={"Authorization": f"Token {token}", **kwargs.pop("headers", {})},
+        **kwargs,
+    )
+
+
+def events(client: httpx.Client, server_url: str, token: str, body: dict) -> list[Frame]:
+    """The whole stream's event frames (comments left out), after checking it is a stream."""
+    with stream(client, server_url, token, body) as response:
+        assert response.status_code == 200, response.read()
+        return [frame for frame in iter_frames(response) if frame.data is not None]

@@ -1,0 +1,5 @@
+from django.urls import path
+
+from ai.views import ChatStreamView
+
+urlpatterns = [path("chat/stream", ChatStreamView.as_view(), name="chat-stream")]
