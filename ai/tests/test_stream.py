@@ -1,7 +1,6 @@
 """POST /api/ai/chat/stream end to end: a real daphne process, a real HTTP client, PostgreSQL."""
 
 import json
-import socket
 import time
 
 import httpx
@@ -9,7 +8,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from ai.tests.sse_client import events, iter_frames, stream
-from conversations.models import Conversation, Message
+from conversations.models import Message
 from quota.models import Quota, Reservation
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -54,8 +53,10 @@ def test_stream_sends_start_chunks_done_with_exact_headers_and_numbered_ids(live
     answer = Message.objects.get(pk=start["message_id"])
     question = Message.objects.get(pk=start["user_message_id"])
     assert str(answer.conversation_id) == start["conversation_id"] == str(question.conversation_id)
-    assert question.content == f"Hello {CHUNKS}" and question.role == "user"
-    assert answer.content == answer_of(frames) and answer.status == "complete"
+    assert question.content == f"Hello {CHUNKS}"
+    assert question.role == "user"
+    assert answer.content == answer_of(frames)
+    assert answer.status == "complete"
     assert done["message_id"] == start["message_id"]
     assert done["finish_reason"] == "stop"
     assert done["usage"] == answer.usage
@@ -152,7 +153,8 @@ def test_keepalive_comments_flow_while_the_adapter_is_silent(asgi_server_factory
     with stream(client, server.url, token.key, {"message": "[mock:chunks=2][mock:delay_ms=900]"}) as response:
         frames = list(iter_frames(response))
     kinds = [f.comment if f.data is None else f.type for f in frames]
-    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert kinds[0] == "start"
+    assert kinds[-1] == "done"
     assert kinds.count("keep-alive") >= 4
     assert all(len(f.raw_lines) == 1 for f in frames if f.data is None)
 
@@ -163,7 +165,8 @@ def test_adapter_error_mid_stream_keeps_partial_text_as_failed_and_releases_quot
     frames = events(client, live_asgi.url, token.key, {"message": "[mock:fail_after=2][mock:delay_ms=0]"})
     assert [f.type for f in frames] == ["start", "chunk", "chunk", "error"]
     error = frames[-1].data
-    assert error["code"] == "adapter_error" and error["retryable"] is True
+    assert error["code"] == "adapter_error"
+    assert error["retryable"] is True
     assert error["message_id"] == frames[0].data["message_id"]
     answer = Message.objects.get(pk=error["message_id"])
     assert answer.status == "failed"

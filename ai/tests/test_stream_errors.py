@@ -29,7 +29,8 @@ def assert_error(response, status: int, code: str) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     body = response.json()
-    assert body["code"] == code and body["detail"]
+    assert body["code"] == code
+    assert body["detail"]
     return body
 
 
@@ -87,7 +88,8 @@ def test_malformed_body_is_400(post, token, content, code):
 def test_invalid_fields_are_400_naming_the_field_and_store_nothing(post, token, body, field):
     error = assert_error(post(token.key, json=body), 400, "invalid")
     assert field in error["errors"]
-    assert Message.objects.count() == 0 and Conversation.objects.count() == 0
+    assert Message.objects.count() == 0
+    assert Conversation.objects.count() == 0
 
 
 def test_adapter_with_an_existing_conversation_is_400_naming_adapter(post, token, user):
@@ -130,7 +132,8 @@ def test_exhausted_quota_is_429_with_retry_after_and_stores_nothing(post, token,
     response = post(token.key, json={"message": "hi"})
     assert_error(response, 429, "quota_exceeded")
     assert 0 < int(response.headers["retry-after"]) <= 86400
-    assert Message.objects.count() == 0 and Conversation.objects.count() == 0
+    assert Message.objects.count() == 0
+    assert Conversation.objects.count() == 0
 
 
 @pytest.fixture
