@@ -3,16 +3,8 @@
 from django.conf import settings
 from rest_framework import serializers
 
+from chatsvc.api import JSONStringField
 from conversations.api.serializers import validate_adapter_alias
-
-
-class StrictCharField(serializers.CharField):
-    """A CharField that takes only JSON strings (DRF's own also turns numbers into text)."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class StrictUUIDField(serializers.UUIDField):
@@ -25,7 +17,7 @@ class StrictUUIDField(serializers.UUIDField):
 
 
 class ChatRequestSerializer(serializers.Serializer):
-    message = StrictCharField(
+    message = JSONStringField(
         help_text="The user's message; trimmed, then 1 … AI_MAX_MESSAGE_CHARS characters."
     )
     conversation_id = StrictUUIDField(
@@ -33,7 +25,7 @@ class ChatRequestSerializer(serializers.Serializer):
         allow_null=True,
         help_text="A conversation of the caller's; omitted or null starts one.",
     )
-    adapter = StrictCharField(
+    adapter = JSONStringField(
         required=False,
         validators=[validate_adapter_alias],
         help_text="An alias of AI_ADAPTERS, for a new conversation only.",

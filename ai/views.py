@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from ai import services
 from ai.serializers import ChatRequestSerializer
+from chatsvc.api import JSONBodyMixin
 from conversations.models import Conversation
 from quota.exceptions import QuotaExceeded
 
@@ -35,7 +36,7 @@ class JSONErrorsNegotiation(DefaultContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-class ChatStreamView(APIView):
+class ChatStreamView(JSONBodyMixin, APIView):
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JSONErrorsNegotiation
 

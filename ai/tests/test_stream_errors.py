@@ -55,6 +55,10 @@ def test_form_body_is_415(post, token):
     assert_error(post(token.key, data={"message": "hi"}), 415, "unsupported_media_type")
 
 
+def test_body_without_content_type_is_415(post, token):
+    assert_error(post(token.key, content=b'{"message": "hi"}'), 415, "unsupported_media_type")
+
+
 @pytest.mark.parametrize(
     ("content", "code"),
     [
