@@ -92,9 +92,13 @@ def test_release_gives_the_request_back(user):
 
 
 def test_reserve_joins_the_callers_transaction(user):
-    with pytest.raises(RuntimeError), transaction.atomic():
-        quota_reserve(user=user)
-        raise RuntimeError("the caller's unit of work fails")
+    def start_a_stream_that_fails():
+        with transaction.atomic():
+            quota_reserve(user=user)
+            raise RuntimeError("the caller's unit of work fails after the reservation")
+
+    with pytest.raises(RuntimeError):
+        start_a_stream_that_fails()
 
     assert not Reservation.objects.exists()
 
