@@ -62,7 +62,9 @@ class OpenAIAdapter(BaseAdapter):
     characters per token of the context's contents and of the reply.
 
     One `AsyncOpenAI` client (one connection pool) per adapter and event loop: the pool's connections
-    belong to the loop that opened them, and the process's ASGI server runs one loop.
+    belong to the loop that opened them, and the process's ASGI server runs one loop. Code that runs
+    its own short-lived loops (`asyncio.run`, `async_to_sync`) should `await adapter.aclose()` before
+    the loop ends, or its pooled connections are left to the garbage collector.
     """
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
@@ -101,6 +103,12 @@ class OpenAIAdapter(BaseAdapter):
                 )
             )
         return messages
+
+    async def aclose(self) -> None:
+        """Close the running event loop's client and its pooled connections (before that loop ends)."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
 
     def _client(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()

@@ -37,6 +37,8 @@ def run(adapter, messages):
                 items.append(item)
         except AdapterError as error:
             return items, error
+        finally:
+            await adapter.aclose()
         return items, None
 
     return asyncio.run(collect())
@@ -90,6 +92,7 @@ def test_streams_of_one_adapter_share_its_connection(adapter, fake_openai):
         for _ in range(2):
             async for _item in adapter.stream(ask("Hi")):
                 pass
+        await adapter.aclose()
 
     asyncio.run(twice())
     first, second = fake_openai.requests
@@ -179,7 +182,23 @@ def test_cancelling_the_consumer_hangs_up_on_the_server(adapter, fake_openai):
         with pytest.raises(asyncio.CancelledError):
             await task
         # Still inside the loop: the hang-up must not wait for the loop's shutdown.
-        return await asyncio.to_thread(fake_openai.wait_for_disconnect, 2)
+        hung_up = await asyncio.to_thread(fake_openai.wait_for_disconnect, 2)
+        await adapter.aclose()
+        return hung_up
+
+    assert asyncio.run(scenario()) is True
+
+
+def test_cancelling_before_the_answer_starts_hangs_up_on_the_server(adapter, fake_openai):
+    async def scenario():
+        task = asyncio.create_task(anext(adapter.stream(ask("[fake:slow_headers=5]"))))
+        await asyncio.to_thread(fake_openai.wait_for_request, 2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        hung_up = await asyncio.to_thread(fake_openai.wait_for_disconnect, 2)
+        await adapter.aclose()
+        return hung_up
 
     assert asyncio.run(scenario()) is True
 
@@ -189,7 +208,9 @@ def test_closing_the_stream_hangs_up_on_the_server(adapter, fake_openai):
         stream = adapter.stream(ask("[fake:chunks=50][fake:delay_ms=100]"))
         assert await anext(stream) == "Hello"
         await stream.aclose()
-        return await asyncio.to_thread(fake_openai.wait_for_disconnect, 2)
+        hung_up = await asyncio.to_thread(fake_openai.wait_for_disconnect, 2)
+        await adapter.aclose()
+        return hung_up
 
     assert asyncio.run(scenario()) is True
     assert fake_openai.requests[0].pieces_sent < 50
