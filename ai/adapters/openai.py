@@ -167,10 +167,11 @@ class OpenAIAdapter(BaseAdapter):
             logger.warning("AI adapter %r: the stream ended without a finish_reason", self.alias)
             raise AdapterStreamBroken("The AI provider's answer ended before it was finished.")
         if usage is not None:
+            prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
             counted = Usage(
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                total_tokens=usage.total_tokens,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                total_tokens=usage.total_tokens or prompt + completion,
             )
         else:
             prompt = estimate_tokens("\n".join(m["content"] for m in messages))
