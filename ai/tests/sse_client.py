@@ -1,6 +1,7 @@
 """A small SSE reader for the stream tests (httpx-sse is used beside it, as a second opinion)."""
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -63,3 +64,15 @@ def events(client: httpx.Client, server_url: str, token: str, body: dict) -> lis
     with stream(client, server_url, token, body) as response:
         assert response.status_code == 200, response.read()
         return [frame for frame in iter_frames(response) if frame.data is not None]
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    """Poll `predicate` until it returns something truthy (the stream's end is written after the
+    client has left, so tests of hang-ups wait for it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")

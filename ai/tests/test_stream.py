@@ -7,7 +7,7 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from ai.tests.sse_client import events, iter_frames, stream
+from ai.tests.sse_client import events, iter_frames, stream, wait_for
 from conversations.models import Message
 from quota.models import Quota, Reservation
 
@@ -20,16 +20,6 @@ CHUNKS = "[mock:chunks=4][mock:delay_ms=0]"
 def client():
     with httpx.Client(timeout=30) as client:
         yield client
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def answer_of(frames) -> str:
