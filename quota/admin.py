@@ -95,6 +95,10 @@ class QuotaAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return selectors.quotas_with_reserved(now=timezone.now())
 
+    def has_delete_permission(self, request, obj=None):
+        # Deleting a quota would drop its usage and the reservations of running streams; reset instead.
+        return False
+
     def get_readonly_fields(self, request, obj=None):
         return [*self.readonly_fields, "user"] if obj else self.readonly_fields
 

@@ -6,7 +6,7 @@ from django.core import checks
 from quota.periods import PERIODS
 
 
-@checks.register(checks.Tags.compatibility)
+@checks.register()
 def check_quota_settings(app_configs, **kwargs) -> list[checks.CheckMessage]:
     errors = []
     if settings.QUOTA_PERIOD not in PERIODS:

@@ -14,14 +14,14 @@ class QuotaExceeded(Exception):
     def __init__(self, *, resource: str, resets_at: datetime | None, now: datetime):
         self.resource = resource  # "requests" or "tokens"
         self.resets_at = resets_at
+        quota = "request quota" if resource == "requests" else "token quota"
         if resets_at is None:
             self.retry_after = None
-            self.message = f"Your {resource} quota is used up, and it does not reset by itself."
+            self.message = f"Your {quota} is used up; it does not reset by itself."
         else:
             self.retry_after = max(1, math.ceil((resets_at - now).total_seconds()))
             self.message = (
-                f"Your {resource} quota is used up until {resets_at:%Y-%m-%d %H:%M} UTC "
-                f"(in {self.retry_after} s)."
+                f"Your {quota} is used up until {resets_at:%Y-%m-%d %H:%M} UTC (in {self.retry_after} s)."
             )
         super().__init__(self.message)
 

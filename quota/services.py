@@ -194,7 +194,8 @@ def quota_reset(
             raise UnknownUsers(list(unknown))
         quotas = Quota.objects.all() if all_users else Quota.objects.filter(pk__in=names_by_id)
         before = {
-            quota.pk: QuotaStatus.of(quota, reserved=0, now=now) for quota in quotas.select_for_update()
+            quota.pk: QuotaStatus.of(quota, reserved=0, now=now)
+            for quota in quotas.select_for_update().order_by("pk")  # one lock order: no deadlocks
         }
         results = [
             ResetResult(
