@@ -14,4 +14,4 @@ RUN SECRET_KEY=build-only ALLOWED_HOSTS=localhost python manage.py collectstatic
 RUN useradd --system --uid 1000 chatsvc
 USER chatsvc
 EXPOSE 8000
-CMD ["sh", "-c", "python manage.py migrate --noinput && exec daphne --backlog 4096 --proxy-headers -b 0.0.0.0 -p 8000 chatsvc.asgi:application"]
+CMD ["sh", "-c", "python manage.py migrate --noinput && exec daphne --proxy-headers -e tcp:port=8000:interface=0.0.0.0:backlog=4096 chatsvc.asgi:application"]

@@ -20,7 +20,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt
 run: $(VENV)/.run
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py setup_demo --host $(HOST) --port $(PORT)
-	$(VENV)/bin/daphne --backlog 4096 -b $(HOST) -p $(PORT) chatsvc.asgi:application
+	$(VENV)/bin/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=4096 chatsvc.asgi:application
 
 test: $(VENV)/.dev
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest $(PYTEST_ARGS)

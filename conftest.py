@@ -65,8 +65,17 @@ class LiveASGIServer:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = {
-            "daphne": [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)],
-            "uvicorn": [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port)],
+            "daphne": [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-e",
+                f"tcp:port={self.port}:interface=127.0.0.1:backlog=2048",
+            ],
+            "uvicorn": [
+                *(sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port)),
+                *("--backlog", "2048"),
+            ],
         }[server] + ["chatsvc.asgi:application"]
         self.log_path = log_path
         self.process = subprocess.Popen(
