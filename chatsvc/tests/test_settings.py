@@ -1,0 +1,102 @@
+"""Settings read from the environment, checked in a fresh process as a deployment starts one."""
+
+import json
+
+import pytest
+
+PRINT_SETTINGS = """
+import json
+from django.conf import settings
+print(json.dumps({name: getattr(settings, name) for name in %r}, default=str))
+"""
+
+
+def settings_in(run_django, names, **env):
+    result = run_django(PRINT_SETTINGS % (names,), **env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DEBUG": "false", "ALLOWED_HOSTS": "example.com"}, "DEBUG=false needs SECRET_KEY"),
+        ({"DEBUG": "false", "SECRET_KEY": "x" * 50}, "DEBUG=false needs ALLOWED_HOSTS"),
+    ],
+    ids=["no-secret-key", "no-allowed-hosts"],
+)
+def test_production_without_a_required_setting_refuses_to_start(run_django, env, message):
+    result = run_django("", **env)
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr
+
+
+def test_production_with_secret_key_and_hosts_starts(run_django):
+    found = settings_in(
+        run_django,
+        ["DEBUG", "ALLOWED_HOSTS"],
+        DEBUG="false",
+        SECRET_KEY="x" * 50,
+        ALLOWED_HOSTS="a.com,b.com",
+    )
+
+    assert found == {"DEBUG": False, "ALLOWED_HOSTS": ["a.com", "b.com"]}
+
+
+@pytest.mark.parametrize("value", ['{"default": ', "not json", "[1, 2]"], ids=["truncated", "text", "list"])
+def test_a_malformed_ai_adapters_refuses_to_start_with_a_clear_message(run_django, value):
+    result = run_django("", AI_ADAPTERS=value)
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "AI_ADAPTERS" in result.stderr
+
+
+def test_ai_adapters_from_the_environment_replace_the_defaults(run_django):
+    adapters = {"local": {"BACKEND": "ai.adapters.mock.MockAdapter", "OPTIONS": {"delay": 0}}}
+
+    found = settings_in(
+        run_django, ["AI_ADAPTERS"], AI_ADAPTERS=json.dumps(adapters), AI_DEFAULT_ADAPTER="local"
+    )
+
+    assert found == {"AI_ADAPTERS": adapters}
+
+
+def test_settings_are_read_from_the_environment(run_django):
+    found = settings_in(
+        run_django,
+        ["QUOTA_DEFAULT_TOKEN_LIMIT", "QUOTA_DEFAULT_REQUEST_LIMIT", "AI_CONTEXT_MESSAGES", "DEBUG"],
+        QUOTA_DEFAULT_TOKEN_LIMIT="none",
+        QUOTA_DEFAULT_REQUEST_LIMIT="7",
+        AI_CONTEXT_MESSAGES="3",
+        DEBUG="true",
+    )
+
+    assert found == {
+        "QUOTA_DEFAULT_TOKEN_LIMIT": None,
+        "QUOTA_DEFAULT_REQUEST_LIMIT": 7,
+        "AI_CONTEXT_MESSAGES": 3,
+        "DEBUG": True,
+    }
+
+
+def test_the_defaults_match_the_contract(run_django):
+    found = settings_in(
+        run_django,
+        ["AI_DEFAULT_ADAPTER", "AI_CONTEXT_MESSAGES", "QUOTA_DEFAULT_TOKEN_LIMIT"],
+    )
+
+    assert found == {
+        "AI_DEFAULT_ADAPTER": "default",
+        "AI_CONTEXT_MESSAGES": 10,
+        "QUOTA_DEFAULT_TOKEN_LIMIT": None,
+    }
+
+
+def test_a_number_setting_that_is_not_a_number_refuses_to_start(run_django):
+    result = run_django("", QUOTA_DEFAULT_TOKEN_LIMIT="lots")
+
+    assert result.returncode != 0
+    assert "QUOTA_DEFAULT_TOKEN_LIMIT" in result.stderr
