@@ -117,7 +117,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _database_url(settings_dict) -> str:
+@pytest.fixture(scope="session")
+def test_database_url(django_db_setup) -> str:
+    """The URL of the test database, for servers and workers started in other processes."""
+    from django.db import connection
+
+    settings_dict = connection.settings_dict
     user = settings_dict["USER"] or ""
     password = f":{settings_dict['PASSWORD']}" if settings_dict["PASSWORD"] else ""
     host = settings_dict["HOST"] or "127.0.0.1"
@@ -126,23 +131,22 @@ def _database_url(settings_dict) -> str:
 
 
 @pytest.fixture(scope="session")
-def asgi_server_factory(django_db_setup, django_db_blocker, tmp_path_factory):
+def asgi_server_factory(test_database_url, tmp_path_factory):
     """Start (once per configuration) a real ASGI server on the test database.
 
     `asgi_server_factory(server="daphne", **env)` returns a `LiveASGIServer`; `env` are the
     server's extra environment variables (settings), so tests can run it configured as they need.
     Its data must be committed: use it from `django_db(transaction=True)` tests.
     """
-    from django.db import connection
-
-    database_url = _database_url(connection.settings_dict)
     servers: dict[tuple, LiveASGIServer] = {}
 
     def start(server: str = "daphne", fresh: bool = False, **env: str) -> LiveASGIServer:
         key = (server, tuple(sorted(env.items())))
         if fresh or key not in servers or servers[key].process.poll() is not None:
             log_path = tmp_path_factory.mktemp("server") / f"{server}.log"
-            instance = LiveASGIServer(server=server, env=env, database_url=database_url, log_path=log_path)
+            instance = LiveASGIServer(
+                server=server, env=env, database_url=test_database_url, log_path=log_path
+            )
             if fresh:
                 return instance
             servers[key] = instance

@@ -7,7 +7,6 @@ import threading
 import httpx
 import psycopg
 import pytest
-from django.db import connection
 
 from conversations.models import Message
 from quota.models import Quota, Reservation
@@ -52,22 +51,17 @@ def test_parallel_streams_admit_exactly_the_remaining_quota(live_asgi, token, us
     assert Message.objects.filter(role="assistant", status="complete").count() == 5
 
 
-def test_two_hundred_slow_streams_hold_few_database_connections(asgi_server_factory, token, user):
+def test_two_hundred_slow_streams_hold_few_database_connections(
+    asgi_server_factory, test_database_url, token, user
+):
     server = asgi_server_factory(QUOTA_DEFAULT_REQUEST_LIMIT="none", PGAPPNAME=APP_NAME)
     bodies = [{"message": f"stream {n} [mock:chunks=4][mock:delay_ms=500]"} for n in range(200)]
-    dsn = "postgresql://{USER}@{HOST}:{PORT}/{NAME}".format(
-        **{
-            **connection.settings_dict,
-            "HOST": connection.settings_dict["HOST"] or "127.0.0.1",
-            "PORT": connection.settings_dict["PORT"] or 5432,
-        }
-    )
     peak = 0
     stop = threading.Event()
 
     def sample():
         nonlocal peak
-        with psycopg.connect(dsn, autocommit=True) as watcher:
+        with psycopg.connect(test_database_url, autocommit=True) as watcher:
             while not stop.is_set():
                 (count,) = watcher.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [APP_NAME]

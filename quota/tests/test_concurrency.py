@@ -76,13 +76,7 @@ def test_exactly_the_remaining_requests_are_reserved_from_parallel_threads(
     assert (status.requests_used, status.requests_reserved, status.requests_remaining) == (2, 8, 0)
 
 
-def test_exactly_the_remaining_requests_are_reserved_from_two_processes(seven_remaining):
-    settings_dict = connection.settings_dict
-    password = f":{settings_dict['PASSWORD']}" if settings_dict["PASSWORD"] else ""
-    test_database_url = (
-        f"postgres://{settings_dict['USER']}{password}@{settings_dict['HOST'] or '127.0.0.1'}:"
-        f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
-    )
+def test_exactly_the_remaining_requests_are_reserved_from_two_processes(seven_remaining, test_database_url):
     threads = ATTEMPTS // 2
     env = {
         **os.environ,
