@@ -73,7 +73,10 @@ def test_list_is_paginated_fifty_a_page(api, user):
     assert second["previous"] is not None
 
 
-@pytest.mark.parametrize(("page_size", "expected"), [("3", 3), ("200", 200), ("500", 200)])
+@pytest.mark.parametrize(
+    ("page_size", "expected"),
+    [("3", 3), ("200", 200), ("500", 200), ("0", 50), ("-1", 50), ("many", 50)],
+)
 def test_list_page_size_is_chosen_by_the_client_up_to_two_hundred(api, user, page_size, expected):
     make_conversations(user, 201)
 
