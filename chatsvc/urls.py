@@ -16,6 +16,7 @@ api_patterns = [
 ]
 
 urlpatterns = [
+    path("", views.index, name="index"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),

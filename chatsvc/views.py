@@ -1,14 +1,25 @@
-"""Project-level views: the health check, and JSON error pages for paths under /api/."""
+"""Project-level views: the web chat page, the health check, and JSON error pages for paths under /api/."""
 
+from django.contrib.auth.decorators import login_required
 from django.db import DatabaseError, connection
 from django.http import JsonResponse
+from django.shortcuts import render
 from django.views import defaults
+from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 
 from chatsvc.api import error_body
+
+
+@require_GET
+@login_required
+@ensure_csrf_cookie
+def index(request):
+    """The web chat page; its script talks to the service only through the public API."""
+    return render(request, "chatsvc/index.html")
 
 
 @require_GET
