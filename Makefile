@@ -33,5 +33,9 @@ format: $(VENV)/.dev
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# docs/screenshot.png: the chat page in Chromium, an answer being typed (chatsvc/tests/screenshot.py).
+screenshot: $(VENV)/.dev
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest -q -p no:cacheprovider chatsvc/tests/screenshot.py
+
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
