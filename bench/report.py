@@ -4,8 +4,8 @@ import os
 import platform
 import statistics
 import subprocess
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import django
 
@@ -43,8 +43,9 @@ SUMMED = {"c_failures"}  # failures are added over the rounds; every other figur
 
 
 def machine() -> str:
-    models = [line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
-    cpu = models[0].split(":", 1)[1].strip() if models else "?"
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    cpu = models[0] if models else "?"
     versions = {name: _version(name) for name in ("daphne", "uvicorn", "psycopg")}
     psql = subprocess.run(["psql", "--version"], capture_output=True, text=True, check=False)
     postgres = psql.stdout.strip()

@@ -82,7 +82,8 @@ def logging_cost(token: str, scale: scenarios.Scale, results: dict) -> str:
     cpu = statistics.median(f["t_cpu_ms"] for f in warning)
     return (
         f"INFO logging (one line per stream), daphne/chatsvc T, one run: "
-        f"{info['t_streams_per_s']:.0f} streams/s and {info['t_cpu_ms']:.2f} CPU ms/stream, against {rate:.0f} and {cpu:.2f} at WARNING (median): "
+        f"{info['t_streams_per_s']:.0f} streams/s and {info['t_cpu_ms']:.2f} CPU ms/stream, "
+        f"against {rate:.0f} and {cpu:.2f} at WARNING (median): "
         f"{info['t_cpu_ms'] - cpu:+.2f} ms/stream (within the noise unless well over ±10 %)."
     )
 
