@@ -35,6 +35,12 @@ def pytest_configure(config):
         pytest.exit(POSTGRES_HELP.format(url=url, error=str(error).strip()), returncode=2)
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    """Hashing passwords the production way is most of the cost of the user fixtures."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def user(django_user_model):
     return django_user_model.objects.create_user(username="alice", password="alice-password")

@@ -7,7 +7,7 @@ from conversations.models import Conversation, Message
 
 def conversation_list(*, user) -> QuerySet[Conversation]:
     """The user's conversations, most recently updated first."""
-    return Conversation.objects.filter(user=user).order_by("-updated_at")
+    return Conversation.objects.filter(user=user).order_by("-updated_at", "-created_at", "id")
 
 
 def conversation_get(*, user, conversation_id) -> Conversation:
