@@ -147,6 +147,8 @@ def problems(results: dict[tuple[str, str], list[dict]]) -> list[str]:
             where = f"{name}/{app} round {index}"
             if f["c_failures"]:
                 found.append(f"{where}: C1000 failures {f['c_failure_reasons']}")
+            if f["server_errors"]:
+                found.append(f"{where}: the server logged {f['server_errors']}")
             if f["t_failures"] or f["l_failures"]:
                 found.append(f"{where}: T failures {f['t_failures']}, L failures {f['l_failures']}")
             if not f["c_server_alive"]:

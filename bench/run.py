@@ -61,6 +61,7 @@ def rounds(token: str, scale: scenarios.Scale, server_names: list[str]) -> dict[
                 log_path = LOGS / f"{name}-{app}-round{number + 1}.log"
                 with Server(name, app, env=server_env(app), log_path=log_path) as server:
                     figures = scenarios.session(server, token, scale)
+                    figures["server_errors"] = server.errors()
                 results[(name, app)].append(figures)
                 say(
                     f"round {number + 1} {name:7} {app:7}: T {figures['t_streams_per_s']:.0f} streams/s, "
@@ -139,6 +140,9 @@ def main() -> None:
             f"Machine: {machine}",
             report.table(results, server_names, sql),
             "Problems: " + ("; ".join(report.problems(results)) or "none: no failed stream, no server died."),
+            f"Load average at the end: {os.getloadavg()[0]:.2f}. Streams/s needs the server's core to "
+            "itself; where 'busy' is well under 100 % other processes shared it, and CPU ms / stream is "
+            "the steadier figure.",
             *notes,
             "Rounds:\n\n" + report.rounds_table(results),
             report.sql_section(sql),

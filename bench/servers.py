@@ -8,11 +8,13 @@ import http.client
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 BACKLOG = 2048
@@ -23,6 +25,7 @@ UVICORN_LOOP = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 UVICORN_HTTP = "httptools" if importlib.util.find_spec("httptools") else "h11"
 MOCK_WITHOUT_DELAY = {"default": {"BACKEND": "ai.adapters.mock.MockAdapter", "OPTIONS": {"delay": 0}}}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+EXCEPTION_LINE = re.compile(r"^((?:\w+\.)*\w*(?:Error|Exception|Timeout|Exit)): ")
 
 
 def pinned(core: int, command: list[str]) -> list[str]:
@@ -102,6 +105,14 @@ class Server:
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def errors(self) -> dict[str, int]:
+        """The exceptions the server logged (`psycopg_pool.PoolTimeout: …` lines), counted by name."""
+        found = Counter()
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if match := EXCEPTION_LINE.match(line):
+                found[match.group(1)] += 1
+        return dict(found)
 
     def alive(self) -> bool:
         return self.process.poll() is None
