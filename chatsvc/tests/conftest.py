@@ -77,8 +77,11 @@ def chromium(asgi_server_factory):
             try:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             except PlaywrightError as error:
+                reason = error.message.splitlines()[0]
+                browser = None
+            if browser is None:
                 pytest.fail(
-                    f"Chromium could not be started from {CHROMIUM} ({error.message.splitlines()[0]}). "
+                    f"Chromium could not be started from {CHROMIUM} ({reason}). "
                     "Install Debian's package: apt-get install -y chromium (.ci/run does).",
                     pytrace=False,
                 )
@@ -89,6 +92,13 @@ def chromium(asgi_server_factory):
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         else:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def live_server_password_hasher(settings):
+    """Hash test passwords with a hasher the live server knows: it runs with the stock PASSWORD_HASHERS,
+    the suite's fast MD5 hasher is set in this process only. Scrypt is in the stock list, and quick."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.ScryptPasswordHasher"]
 
 
 @pytest.fixture

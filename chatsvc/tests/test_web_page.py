@@ -57,6 +57,12 @@ def reset_time(page) -> str:
     return datetime.fromisoformat(resets_at.replace("Z", "+00:00")).strftime("%H:%M")
 
 
+@pytest.fixture
+def user(live_server_password_hasher, django_user_model):
+    """alice, whose password the live server can check."""
+    return django_user_model.objects.create_user(username="alice", password="alice-password")
+
+
 # --- Logging in and out -------------------------------------------------------------------------
 
 
@@ -264,6 +270,8 @@ def test_answers_are_markdown_with_safe_links(chat_page):
 
 def test_hostile_content_does_nothing(chat_page):
     page = chat_page
+    dialogs = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
     send(page, HOSTILE_IMAGE)
     wait_for_status(answers(page).last, "complete")
     send(page, "[mock:echo_context]")
@@ -282,6 +290,7 @@ def test_hostile_content_does_nothing(chat_page):
     wait_for_status(answers(page).last, "complete")
     answers(page).last.locator("a").click()
     assert page.evaluate("window.__xss") is None
+    assert dialogs == []
     expect(page.locator("#messages img")).to_have_count(0)
 
 

@@ -484,8 +484,8 @@ function handleEvent(stream, event, retry) {
         if (!state.currentId) {
           state.currentId = event.conversation_id;
           history.replaceState(null, "", `#${event.conversation_id}`);
-          ui.actions.hidden = false;
         }
+        loadConversations().catch(() => {}); // the new conversation, in the list at once
       }
       return false;
     case "chunk":
