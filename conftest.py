@@ -10,6 +10,7 @@ import time
 import httpx
 import psycopg
 import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -35,10 +36,17 @@ def pytest_configure(config):
         pytest.exit(POSTGRES_HELP.format(url=url, error=str(error).strip()), returncode=2)
 
 
+class FastPBKDF2PasswordHasher(PBKDF2PasswordHasher):
+    """PBKDF2 with one iteration. A hash names its iteration count, so the live servers the tests
+    start (with the stock hashers) check these passwords too."""
+
+    iterations = 1
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hasher(settings):
     """Hashing passwords the production way is most of the cost of the user fixtures."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.PASSWORD_HASHERS = ["conftest.FastPBKDF2PasswordHasher"]
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Running Django in a child process, for what only a fresh start can show (settings, a lost database)."""
+"""Fixtures of the project-level tests: Django in a child process (settings, a lost database), and a
+real Chromium driven by Playwright for the web page."""
 
 import os
 import subprocess
@@ -57,14 +58,15 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(asgi_server_factory):
-    """The system's Chromium (Debian's `chromium`), launched once; a test fails when it cannot start.
+    """The system's Chromium (Debian's `chromium`), launched once a module; a test fails when it cannot start.
 
     Playwright's sync API keeps an asyncio event loop running in the test thread, so Django's ORM
     (the tests' fixtures, and the transactional tests' flush at teardown) would raise
     SynchronousOnlyOperation. Nothing else runs in that loop, so the check is switched off while the
-    browser is up. The default live server starts first, so it does not inherit that switch.
+    browser is up. The default live server starts first, so it does not inherit that switch. The
+    loop ends with the module, so later tests can run their own (`asyncio.run`).
     """
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
@@ -92,13 +94,6 @@ def chromium(asgi_server_factory):
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         else:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture
-def live_server_password_hasher(settings):
-    """Hash test passwords with a hasher the live server knows: it runs with the stock PASSWORD_HASHERS,
-    the suite's fast MD5 hasher is set in this process only. Scrypt is in the stock list, and quick."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.ScryptPasswordHasher"]
 
 
 @pytest.fixture

@@ -16,9 +16,7 @@ SLOW_MOCK = json.dumps({"default": {"BACKEND": "ai.adapters.mock.MockAdapter", "
 
 
 @pytest.mark.django_db(transaction=True)
-def test_screenshot_of_an_answer_being_typed(
-    chromium, asgi_server_factory, live_server_password_hasher, django_user_model, log_in
-):
+def test_screenshot_of_an_answer_being_typed(chromium, asgi_server_factory, django_user_model, log_in):
     django_user_model.objects.create_user(username="demo", password="demo")
     server = asgi_server_factory(AI_ADAPTERS=SLOW_MOCK)
     context = chromium.new_context(

@@ -57,12 +57,6 @@ def reset_time(page) -> str:
     return datetime.fromisoformat(resets_at.replace("Z", "+00:00")).strftime("%H:%M")
 
 
-@pytest.fixture
-def user(live_server_password_hasher, django_user_model):
-    """alice, whose password the live server can check."""
-    return django_user_model.objects.create_user(username="alice", password="alice-password")
-
-
 # --- Logging in and out -------------------------------------------------------------------------
 
 
