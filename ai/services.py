@@ -23,7 +23,6 @@ from django.utils import timezone
 from ai.adapters import adapters
 from ai.adapters.base import AdapterError, ChatMessage, Finish, Usage
 from ai.sse import KEEPALIVE, EventEncoder
-from conversations import selectors as conversation_selectors
 from conversations import services as conversation_services
 from conversations.models import Message
 from quota import services as quota_services
@@ -61,7 +60,7 @@ class StreamStart:
     conversation_id: uuid.UUID
     question_id: uuid.UUID
     answer_id: uuid.UUID
-    reservation_id: uuid.UUID
+    reservation_id: str
     adapter_alias: str
     context: list[ChatMessage]
 
@@ -88,26 +87,30 @@ def stream_start(*, user, message: str, conversation_id=None, adapter: str | Non
     with transaction.atomic():
         if conversation_id is None:
             conversation = conversation_services.conversation_create(
-                user=user, adapter=adapter or settings.AI_DEFAULT_ADAPTER
+                user=user,
+                adapter=adapter or settings.AI_DEFAULT_ADAPTER,
+                title=conversation_services.title_from_message(message),
             )
         else:
-            conversation = conversation_selectors.conversation_get(user=user, conversation_id=conversation_id)
+            conversation = conversation_services.conversation_for_exchange(
+                user=user, conversation_id=conversation_id, content=message
+            )
         if conversation.adapter not in settings.AI_ADAPTERS:
             raise AdapterNotConfigured(conversation.adapter)
         reservation = quota_services.quota_reserve(user=user)
-        question, answer = conversation_services.exchange_start(conversation=conversation, content=message)
-        context = conversation_selectors.conversation_context(
-            conversation_id=conversation.pk, limit=settings.AI_CONTEXT_MESSAGES
+        exchange = conversation_services.exchange_start(
+            conversation=conversation, content=message, context_limit=settings.AI_CONTEXT_MESSAGES
         )
     # The stream may last minutes: thousands of open streams must not hold thousands of connections.
     connection.close()
+    context = exchange.context
     if settings.AI_SYSTEM_PROMPT:
         context.insert(0, {"role": "system", "content": settings.AI_SYSTEM_PROMPT})
     return StreamStart(
         user=user,
         conversation_id=conversation.pk,
-        question_id=question.pk,
-        answer_id=answer.pk,
+        question_id=exchange.question.pk,
+        answer_id=exchange.answer.pk,
         reservation_id=reservation.pk,
         adapter_alias=conversation.adapter,
         context=context,
@@ -153,15 +156,11 @@ def _finish(
             error_code=error.code if error else "",
             error_message=error.message if error else "",
         )
-        if charge:
-            quota_services.quota_commit(
-                reservation_id=start.reservation_id, tokens=usage.total_tokens if usage else 0
-            )
-        else:
+        if not charge:
             quota_services.quota_release(reservation_id=start.reservation_id)
-        if status == Message.Status.COMPLETE:
-            return quota_services.quota_status(user=start.user).stream_quota
-        return None
+            return None
+        tokens = usage.total_tokens if usage else 0
+        return quota_services.quota_commit(reservation_id=start.reservation_id, tokens=tokens).stream_quota
 
     return _in_transaction(work)
 

@@ -16,8 +16,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
 from quota import selectors
@@ -103,44 +102,111 @@ def quota_reserve(*, user, now: datetime | None = None) -> Reservation:
     """Hold one request for a generation that is starting, or raise `QuotaExceeded`.
 
     Runs in its own transaction, or joins the caller's (which then holds the row lock until it ends).
+    Two statements in the common case: lock the quota row, then `_RESERVE_SQL`.
     """
     now = now or timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         quota = _locked_quota(user_id=user.pk, now=now)
-        quota.reservations.filter(expires_at__lte=now).delete()
-        status = QuotaStatus.of(quota, reserved=quota.reservations.count(), now=now)
+        status = QuotaStatus.of(quota, reserved=0, now=now)
         if status.period_start != quota.period_start:
             _start_new_period_if_due(quota_id=quota.pk, now=now)
-        if status.requests_remaining == 0:
-            refusal = QuotaExceeded(resource="requests", resets_at=status.resets_at, now=now)
-        elif status.tokens_remaining == 0:
+        refusal = None
+        if status.tokens_remaining == 0:
             refusal = QuotaExceeded(resource="tokens", resets_at=status.resets_at, now=now)
         else:
-            return Reservation.objects.create(
+            reservation = Reservation(
                 id=Reservation.make_id(quota.pk),
-                quota=quota,
+                quota_id=quota.pk,
                 created_at=now,
                 renewed_at=now,
                 expires_at=now + timedelta(seconds=settings.QUOTA_RESERVATION_TTL),
             )
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    _RESERVE_SQL,
+                    {
+                        "id": reservation.id,
+                        "quota": quota.pk,
+                        "now": now,
+                        "expires": reservation.expires_at,
+                        "used": status.requests_used,
+                        "limit": status.request_limit,
+                    },
+                )
+                if cursor.fetchone() is not None:
+                    return reservation
+            refusal = QuotaExceeded(resource="requests", resets_at=status.resets_at, now=now)
     raise refusal  # after the block, so the rollover and the sweep of expired reservations are kept
 
 
-def quota_commit(*, reservation_id: str, tokens: int) -> None:
+# Sweeps the user's expired reservations, then inserts one only if a request is left. It runs after
+# the quota row is locked, so its snapshot, and the count of live reservations, is current.
+_RESERVE_SQL = """
+WITH swept AS (
+    DELETE FROM quota_reservation WHERE quota_id = %(quota)s AND expires_at <= %(now)s
+), live AS (
+    SELECT count(*) AS reserved FROM quota_reservation WHERE quota_id = %(quota)s AND expires_at > %(now)s
+)
+INSERT INTO quota_reservation (id, quota_id, created_at, renewed_at, expires_at)
+SELECT %(id)s, %(quota)s, %(now)s, %(now)s, %(expires)s FROM live
+WHERE %(limit)s::bigint IS NULL OR %(used)s + live.reserved < %(limit)s::bigint
+RETURNING id
+"""
+
+
+def quota_commit(*, reservation_id: str, tokens: int, now: datetime | None = None) -> QuotaStatus:
     """Consume a reservation: one request plus `tokens`, counted in the period current now.
 
     Call it inside the caller's transaction (the one that writes the answer). A reservation already
-    swept (its renewals stopped for longer than QUOTA_RESERVATION_TTL) is still charged.
+    swept (its renewals stopped for longer than QUOTA_RESERVATION_TTL) is still charged. Returns the
+    quota after the charge: one statement (`_COMMIT_SQL`) deletes the reservation, rolls the period
+    over if it ended, adds to the counters (`used = used + n`, as `F()` would) and reads the result.
     """
     if tokens < 0:
         raise ValueError(f"tokens must be ≥ 0, not {tokens}.")
+    now = now or timezone.now()
     quota_id = Reservation.quota_id_of(reservation_id)
-    with transaction.atomic():
-        Reservation.objects.filter(pk=reservation_id).delete()
-        _start_new_period_if_due(quota_id=quota_id, now=timezone.now())
-        Quota.objects.filter(pk=quota_id).update(
-            requests_used=F("requests_used") + 1, tokens_used=F("tokens_used") + tokens
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _COMMIT_SQL,
+            {
+                "reservation": reservation_id,
+                "quota": quota_id,
+                "tokens": tokens,
+                "now": now,
+                "floor": period_floor(settings.QUOTA_PERIOD, now),
+            },
         )
+        *fields, reserved = cursor.fetchone()
+    quota = Quota(user_id=quota_id, **dict(zip(_QUOTA_FIELDS, fields, strict=True)))
+    return QuotaStatus.of(quota, reserved=reserved, now=now)
+
+
+_QUOTA_FIELDS = [
+    "request_limit",
+    "unlimited_requests",
+    "token_limit",
+    "unlimited_tokens",
+    "requests_used",
+    "tokens_used",
+    "period_start",
+]
+
+# The reservation's own row is still in this statement's snapshot: leave it out of the count.
+_COMMIT_SQL = f"""
+WITH released AS (
+    DELETE FROM quota_reservation WHERE id = %(reservation)s
+)
+UPDATE quota_quota SET
+    requests_used = CASE WHEN period_start < %(floor)s::timestamptz THEN 0 ELSE requests_used END + 1,
+    tokens_used = CASE WHEN period_start < %(floor)s::timestamptz THEN 0 ELSE tokens_used END + %(tokens)s,
+    period_start = GREATEST(period_start, %(floor)s::timestamptz)
+WHERE user_id = %(quota)s
+RETURNING {", ".join(_QUOTA_FIELDS)}, (
+    SELECT count(*) FROM quota_reservation
+    WHERE quota_id = %(quota)s AND expires_at > %(now)s AND id <> %(reservation)s
+)
+"""
 
 
 def quota_release(*, reservation_id: str) -> None:

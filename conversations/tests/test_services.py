@@ -33,45 +33,57 @@ def test_title_from_message_takes_the_first_line_collapsed_and_cut_to_sixty(cont
 def test_exchange_start_adds_the_question_and_a_streaming_answer_in_order():
     conversation = ConversationFactory(title="")
 
-    question, answer = services.exchange_start(conversation=conversation, content="Hi\nthere")
+    exchange = services.exchange_start(conversation=conversation, content="Hi\nthere", context_limit=10)
 
     stored = list(selectors.message_list(conversation=conversation))
-    assert stored == [question, answer]
+    assert stored == [exchange.question, exchange.answer]
     assert (stored[0].role, stored[0].content, stored[0].status) == ("user", "Hi\nthere", "complete")
     assert (stored[1].role, stored[1].content, stored[1].status) == ("assistant", "", "streaming")
     assert stored[0].created_at == stored[1].created_at
 
 
 @pytest.mark.django_db
-def test_exchange_start_fills_an_empty_title_and_moves_updated_at():
-    conversation = ConversationFactory(title="")
+def test_conversation_for_exchange_fills_an_empty_title_and_moves_updated_at(user):
+    conversation = ConversationFactory(user=user, title="")
     long_ago = timezone.now() - timedelta(days=1)
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=long_ago)
 
-    services.exchange_start(conversation=conversation, content="  What is   the weather?\nIn Rome")
+    claimed = services.conversation_for_exchange(
+        user=user, conversation_id=conversation.pk, content="  What is   the weather?\nIn Rome"
+    )
 
     stored = Conversation.objects.get(pk=conversation.pk)
-    assert stored.title == "What is the weather?"
+    assert stored.title == claimed.title == "What is the weather?"
     assert stored.updated_at > long_ago
-    assert conversation.title == stored.title
+    assert claimed.adapter == stored.adapter
 
 
 @pytest.mark.django_db
-def test_exchange_start_keeps_an_existing_title():
-    conversation = ConversationFactory(title="Chosen by hand")
+def test_conversation_for_exchange_keeps_an_existing_title(user):
+    conversation = ConversationFactory(user=user, title="Chosen by hand")
 
-    services.exchange_start(conversation=conversation, content="Something else entirely")
+    services.conversation_for_exchange(user=user, conversation_id=conversation.pk, content="Something else")
 
     assert Conversation.objects.get(pk=conversation.pk).title == "Chosen by hand"
 
 
 @pytest.mark.django_db
-def test_exchange_start_cuts_a_long_first_line_with_an_ellipsis():
-    conversation = ConversationFactory(title="")
+def test_conversation_for_exchange_cuts_a_long_first_line_with_an_ellipsis(user):
+    conversation = ConversationFactory(user=user, title="")
 
-    services.exchange_start(conversation=conversation, content="a" * 100)
+    services.conversation_for_exchange(user=user, conversation_id=conversation.pk, content="a" * 100)
 
     assert Conversation.objects.get(pk=conversation.pk).title == "a" * 59 + "…"
+
+
+@pytest.mark.django_db
+def test_conversation_for_exchange_does_not_find_another_users_conversation(user, other_user):
+    conversation = ConversationFactory(user=other_user, title="")
+    before = Conversation.objects.get(pk=conversation.pk).updated_at
+
+    with pytest.raises(Conversation.DoesNotExist):
+        services.conversation_for_exchange(user=user, conversation_id=conversation.pk, content="Hi")
+    assert Conversation.objects.get(pk=conversation.pk).updated_at == before
 
 
 @pytest.mark.django_db
@@ -102,7 +114,7 @@ def test_conversation_delete_refuses_while_an_answer_streams():
 @pytest.mark.django_db
 def test_message_finish_writes_content_status_usage_and_error():
     conversation = ConversationFactory()
-    _, answer = services.exchange_start(conversation=conversation, content="Hi")
+    answer = services.exchange_start(conversation=conversation, content="Hi", context_limit=10).answer
 
     services.message_finish(
         message_id=answer.pk,
@@ -134,11 +146,11 @@ def test_messages_sweep_stale_interrupts_only_streams_not_renewed():
     assert Message.objects.get(pk=done.pk).status == "complete"
 
 
-# --- selectors ---------------------------------------------------------------------------------
+# --- the context window ------------------------------------------------------------------------
 
 
 @pytest.mark.django_db
-def test_conversation_context_is_the_last_messages_with_content_oldest_first():
+def test_exchange_context_is_the_last_messages_with_content_oldest_first():
     conversation = ConversationFactory()
     start = timezone.now() - timedelta(minutes=10)
     for n in range(5):
@@ -147,13 +159,13 @@ def test_conversation_context_is_the_last_messages_with_content_oldest_first():
         MessageFactory(
             conversation=conversation, role="assistant", content=f"a{n}", created_at=at, position=1
         )
-    # The newest exchange: its answer has no content yet and is left out.
-    services.exchange_start(conversation=conversation, content="q5")
+    unanswered = start + timedelta(seconds=9)
+    MessageFactory(conversation=conversation, role="assistant", content="", created_at=unanswered)
     MessageFactory(content="another conversation", created_at=start + timedelta(hours=1))
 
-    context = selectors.conversation_context(conversation_id=conversation.pk, limit=4)
+    exchange = services.exchange_start(conversation=conversation, content="q5", context_limit=4)
 
-    assert context == [
+    assert exchange.context == [
         {"role": "assistant", "content": "a3"},
         {"role": "user", "content": "q4"},
         {"role": "assistant", "content": "a4"},
@@ -162,31 +174,21 @@ def test_conversation_context_is_the_last_messages_with_content_oldest_first():
 
 
 @pytest.mark.django_db
-def test_conversation_context_orders_a_question_before_its_answer_at_the_same_instant():
+def test_exchange_context_orders_a_question_before_its_answer_at_the_same_instant():
     conversation = ConversationFactory()
-    at = timezone.now()
+    at = timezone.now() - timedelta(minutes=1)
     MessageFactory(conversation=conversation, role="assistant", content="answer", created_at=at, position=1)
     MessageFactory(conversation=conversation, content="question", created_at=at, position=0)
 
-    context = selectors.conversation_context(conversation_id=conversation.pk, limit=10)
+    exchange = services.exchange_start(conversation=conversation, content="next", context_limit=10)
 
-    assert [item["content"] for item in context] == ["question", "answer"]
+    assert [item["content"] for item in exchange.context] == ["question", "answer", "next"]
 
 
 @pytest.mark.django_db
-def test_conversation_context_of_a_short_conversation_is_all_of_it():
+def test_exchange_context_of_a_new_conversation_is_the_question():
     conversation = ConversationFactory()
-    services.exchange_start(conversation=conversation, content="only")
 
-    assert selectors.conversation_context(conversation_id=conversation.pk, limit=10) == [
-        {"role": "user", "content": "only"}
-    ]
+    exchange = services.exchange_start(conversation=conversation, content="only", context_limit=10)
 
-
-@pytest.mark.django_db
-def test_conversation_get_does_not_find_another_users_conversation(user, other_user):
-    conversation = ConversationFactory(user=other_user)
-
-    with pytest.raises(Conversation.DoesNotExist):
-        selectors.conversation_get(user=user, conversation_id=conversation.pk)
-    assert selectors.conversation_get(user=other_user, conversation_id=conversation.pk) == conversation
+    assert exchange.context == [{"role": "user", "content": "only"}]
