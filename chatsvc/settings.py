@@ -54,15 +54,16 @@ INSTALLED_APPS = [
     "chatsvc",
 ]
 
-# Every middleware here is async-capable, and none buffers or compresses a response.
+# Every middleware here is async-native (chatsvc.middleware explains why the stock ones are wrapped),
+# and none buffers or compresses a response.
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
+    "chatsvc.middleware.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "chatsvc.middleware.SessionMiddleware",
+    "chatsvc.middleware.CsrfViewMiddleware",
+    "chatsvc.middleware.AuthenticationMiddleware",
+    "chatsvc.middleware.MessageMiddleware",
+    "chatsvc.middleware.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "chatsvc.urls"
