@@ -72,6 +72,10 @@ def api(token):
     return client
 
 
+# Small pools: a session starts several servers, and PostgreSQL's default max_connections is 100.
+SERVER_DEFAULTS = {"PYTHONUNBUFFERED": "1", "DATABASE_POOL_MIN_SIZE": "1", "DATABASE_POOL_MAX_SIZE": "8"}
+
+
 class LiveASGIServer:
     """An ASGI server (daphne or uvicorn) in its own process, on the test database."""
 
@@ -94,7 +98,7 @@ class LiveASGIServer:
         self.log_path = log_path
         self.process = subprocess.Popen(
             command,
-            env={**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1", **env},
+            env={**os.environ, **SERVER_DEFAULTS, "DATABASE_URL": database_url, **env},
             stdout=open(log_path, "wb"),  # noqa: SIM115 (the process owns it)
             stderr=subprocess.STDOUT,
         )
