@@ -112,5 +112,12 @@ class BaseAdapter(ABC):
         """System-check messages about this adapter's options (run by `manage.py check` and start-up)."""
         return []
 
+    async def aclose(self) -> None:  # noqa: B027 (a hook: most adapters hold nothing to close)
+        """Release what this adapter holds for the running event loop (its HTTP client, say).
+
+        The registry's instances live as long as the process; code that runs its own short-lived
+        loops (`asyncio.run`) awaits this before the loop ends.
+        """
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} alias={self.alias!r}>"

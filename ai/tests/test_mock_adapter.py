@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from ai.adapters import AdapterError, Finish, Usage
+from ai.adapters import Finish, Usage
 from ai.adapters.mock import SENTENCES, MockAdapter
+from ai.tests.adapter_runs import run
 
 WORDS = {word.strip(".") for sentence in SENTENCES for word in sentence.split()}
 
@@ -21,21 +22,6 @@ def ask(*contents):
     """A context of user messages (and, between them, assistant answers)."""
     roles = ["user", "assistant"] * len(contents)
     return [{"role": role, "content": content} for role, content in zip(roles, contents, strict=False)]
-
-
-def run(adapter, messages):
-    """Everything the adapter yields, and the error it ended with (or None)."""
-
-    async def collect():
-        items = []
-        try:
-            async for item in adapter.stream(messages):
-                items.append(item)
-        except AdapterError as error:
-            return items, error
-        return items, None
-
-    return asyncio.run(collect())
 
 
 def pieces_and_finish(adapter, messages):

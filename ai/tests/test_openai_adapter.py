@@ -6,8 +6,9 @@ import socket
 
 import pytest
 
-from ai.adapters import AdapterError, Finish, Usage
+from ai.adapters import Finish, Usage
 from ai.adapters.openai import OpenAIAdapter
+from ai.tests.adapter_runs import run
 from ai.tests.fake_openai import fake_pieces
 
 API_KEY = "sk-test-secret-4242"
@@ -25,23 +26,6 @@ def openai_adapter(**options):
 
 def ask(content):
     return [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}]
-
-
-def run(adapter, messages):
-    """Everything the adapter yields, and the `AdapterError` it ended with (or None)."""
-
-    async def collect():
-        items = []
-        try:
-            async for item in adapter.stream(messages):
-                items.append(item)
-        except AdapterError as error:
-            return items, error
-        finally:
-            await adapter.aclose()
-        return items, None
-
-    return asyncio.run(collect())
 
 
 def test_a_stream_yields_the_text_then_the_servers_usage(adapter, fake_openai):

@@ -8,17 +8,9 @@ from django.urls import reverse
 from quota.models import Quota
 from quota.tests.factories import QuotaFactory, ReservationFactory, UserFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("a_day_in_june")]
 
 CHANGELIST = reverse("admin:quota_quota_changelist")
-
-
-@pytest.fixture(autouse=True)
-def quota_settings(settings, time_machine):
-    time_machine.move_to(datetime(2026, 6, 15, 19, tzinfo=UTC), tick=False)
-    settings.QUOTA_PERIOD = "day"
-    settings.QUOTA_DEFAULT_REQUEST_LIMIT = 100
-    settings.QUOTA_DEFAULT_TOKEN_LIMIT = None
 
 
 @pytest.fixture

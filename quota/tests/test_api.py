@@ -1,21 +1,11 @@
 """`GET /api/quota/`: the caller's quota in API.md's shape."""
 
-from datetime import UTC, datetime
-
 import pytest
 from rest_framework.test import APIClient
 
 from quota.tests.factories import QuotaFactory, ReservationFactory
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def quota_settings(settings, time_machine):
-    time_machine.move_to(datetime(2026, 6, 15, 19, tzinfo=UTC), tick=False)
-    settings.QUOTA_PERIOD = "day"
-    settings.QUOTA_DEFAULT_REQUEST_LIMIT = 100
-    settings.QUOTA_DEFAULT_TOKEN_LIMIT = None
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("a_day_in_june")]
 
 
 def test_quota_answers_api_md_shape(api, user):
