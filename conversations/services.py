@@ -3,7 +3,6 @@
 Plain synchronous functions: async callers wrap a whole unit of work in one `sync_to_async` call.
 """
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -53,27 +52,31 @@ def conversation_delete(*, conversation: Conversation) -> None:
 def conversation_for_exchange(*, user, conversation_id, content: str) -> Conversation:
     """One of the user's conversations, about to get a new exchange: its `updated_at` moves to now and
     an empty title is filled from `content`, in one statement. Another user's conversation raises
-    `Conversation.DoesNotExist`, as a missing one does. Call inside the caller's transaction."""
+    `Conversation.DoesNotExist`, as a missing one does. Call inside the caller's transaction.
+    (Plain SQL for `UPDATE … RETURNING`: one statement where the ORM needs two.)"""
     now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
             _TOUCH_SQL,
-            {"id": conversation_id, "user": user.pk, "now": now, "title": title_from_message(content)},
+            {
+                "id": Conversation._meta.pk.get_db_prep_value(conversation_id, connection),
+                "user": user.pk,
+                "now": connection.ops.adapt_datetimefield_value(now),
+                "title": title_from_message(content),
+            },
         )
         row = cursor.fetchone()
     if row is None:
         raise Conversation.DoesNotExist
-    title, adapter, created_at = row
-    return Conversation(
-        id=conversation_id, user=user, title=title, adapter=adapter, created_at=created_at, updated_at=now
-    )
+    title, adapter = row
+    return Conversation(id=conversation_id, user=user, title=title, adapter=adapter, updated_at=now)
 
 
 _TOUCH_SQL = """
 UPDATE conversations_conversation
 SET updated_at = %(now)s, title = CASE WHEN title = '' THEN %(title)s ELSE title END
 WHERE id = %(id)s AND user_id = %(user)s
-RETURNING title, adapter, created_at
+RETURNING title, adapter
 """
 
 
@@ -87,61 +90,42 @@ class Exchange:
 
 
 def exchange_start(*, conversation: Conversation, content: str, context_limit: int) -> Exchange:
-    """Add a user message and its empty, streaming answer; read the context in the same statement.
+    """Add a user message and its empty, streaming answer, and read the context to send for them.
 
     The context is the conversation's last `context_limit` messages with content, oldest first, the
     new question last. Call inside the caller's transaction: it is one part of starting a stream.
     """
+    earlier = list(
+        Message.objects.filter(conversation_id=conversation.pk)
+        .exclude(content="")
+        .order_by("-created_at", "-position")
+        .values_list("role", "content")[: max(context_limit - 1, 0)]
+    )
     now = timezone.now()
-    question, answer = (
-        Message(
-            id=uuid.uuid4(),
-            conversation=conversation,
-            role=role,
-            content=text,
-            status=status,
-            created_at=now,
-            updated_at=now,
-            position=position,
-        )
-        for role, text, status, position in [
-            (Message.Role.USER, content, Message.Status.COMPLETE, 0),
-            (Message.Role.ASSISTANT, "", Message.Status.STREAMING, 1),
+    question, answer = Message.objects.bulk_create(
+        [
+            Message(
+                conversation=conversation,
+                role=Message.Role.USER,
+                content=content,
+                created_at=now,
+                updated_at=now,
+                position=0,
+            ),
+            Message(
+                conversation=conversation,
+                role=Message.Role.ASSISTANT,
+                status=Message.Status.STREAMING,
+                created_at=now,
+                updated_at=now,
+                position=1,
+            ),
         ]
     )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _EXCHANGE_SQL,
-            {
-                "conversation": conversation.pk,
-                "question": question.pk,
-                "answer": answer.pk,
-                "content": content,
-                "now": now,
-                "earlier": max(context_limit - 1, 0),
-            },
-        )
-        earlier = cursor.fetchall()
     context = [{"role": role, "content": text} for role, text in reversed(earlier)]
     if context_limit > 0:
         context.append({"role": question.role, "content": content})
     return Exchange(question=question, answer=answer, context=context)
-
-
-# The SELECT sees the statement's snapshot, without the two rows it inserts: the earlier messages.
-_EXCHANGE_SQL = """
-WITH added AS (
-    INSERT INTO conversations_message (id, conversation_id, role, content, status,
-                                       error_code, error_message, created_at, position, updated_at)
-    VALUES
-        (%(question)s, %(conversation)s, 'user', %(content)s, 'complete', '', '', %(now)s, 0, %(now)s),
-        (%(answer)s, %(conversation)s, 'assistant', '', 'streaming', '', '', %(now)s, 1, %(now)s)
-)
-SELECT role, content FROM conversations_message
-WHERE conversation_id = %(conversation)s AND content <> ''
-ORDER BY created_at DESC, position DESC
-LIMIT %(earlier)s
-"""
 
 
 def message_finish(

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from quota import selectors
@@ -102,7 +103,6 @@ def quota_reserve(*, user, now: datetime | None = None) -> Reservation:
     """Hold one request for a generation that is starting, or raise `QuotaExceeded`.
 
     Runs in its own transaction, or joins the caller's (which then holds the row lock until it ends).
-    Two statements in the common case: lock the quota row, then `_RESERVE_SQL`.
     """
     now = now or timezone.now()
     with transaction.atomic(savepoint=False):
@@ -110,48 +110,52 @@ def quota_reserve(*, user, now: datetime | None = None) -> Reservation:
         status = QuotaStatus.of(quota, reserved=0, now=now)
         if status.period_start != quota.period_start:
             _start_new_period_if_due(quota_id=quota.pk, now=now)
-        refusal = None
+        quota.reservations.filter(expires_at__lte=now).delete()
+        reservation = Reservation(
+            id=Reservation.make_id(quota.pk),
+            quota_id=quota.pk,
+            created_at=now,
+            renewed_at=now,
+            expires_at=now + timedelta(seconds=settings.QUOTA_RESERVATION_TTL),
+        )
         if status.tokens_remaining == 0:
             refusal = QuotaExceeded(resource="tokens", resets_at=status.resets_at, now=now)
+        elif _insert_if_room(reservation, used=status.requests_used, limit=status.request_limit):
+            return reservation
         else:
-            reservation = Reservation(
-                id=Reservation.make_id(quota.pk),
-                quota_id=quota.pk,
-                created_at=now,
-                renewed_at=now,
-                expires_at=now + timedelta(seconds=settings.QUOTA_RESERVATION_TTL),
-            )
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    _RESERVE_SQL,
-                    {
-                        "id": reservation.id,
-                        "quota": quota.pk,
-                        "now": now,
-                        "expires": reservation.expires_at,
-                        "used": status.requests_used,
-                        "limit": status.request_limit,
-                    },
-                )
-                if cursor.fetchone() is not None:
-                    return reservation
             refusal = QuotaExceeded(resource="requests", resets_at=status.resets_at, now=now)
     raise refusal  # after the block, so the rollover and the sweep of expired reservations are kept
 
 
-# Sweeps the user's expired reservations, then inserts one only if a request is left. It runs after
-# the quota row is locked, so its snapshot, and the count of live reservations, is current.
-_RESERVE_SQL = """
-WITH swept AS (
-    DELETE FROM quota_reservation WHERE quota_id = %(quota)s AND expires_at <= %(now)s
-), live AS (
-    SELECT count(*) AS reserved FROM quota_reservation WHERE quota_id = %(quota)s AND expires_at > %(now)s
-)
-INSERT INTO quota_reservation (id, quota_id, created_at, renewed_at, expires_at)
-SELECT %(id)s, %(quota)s, %(now)s, %(now)s, %(expires)s FROM live
-WHERE %(limit)s::bigint IS NULL OR %(used)s + live.reserved < %(limit)s::bigint
-RETURNING id
-"""
+def _insert_if_room(reservation: Reservation, *, used: int, limit: int | None) -> bool:
+    """Insert `reservation` if `used` plus the live reservations leave room under `limit`.
+
+    One statement: the count and the insert. The quota row is locked, so the count is current.
+    """
+    if limit is None:
+        reservation.save(force_insert=True)
+        return True
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO quota_reservation (id, quota_id, created_at, renewed_at, expires_at)
+            SELECT %s, %s, %s, %s, %s
+            WHERE %s + (SELECT count(*) FROM quota_reservation WHERE quota_id = %s AND expires_at > %s) < %s
+            """,
+            [
+                reservation.id,
+                reservation.quota_id,
+                adapt(reservation.created_at),
+                adapt(reservation.renewed_at),
+                adapt(reservation.expires_at),
+                used,
+                reservation.quota_id,
+                adapt(reservation.created_at),
+                limit,
+            ],
+        )
+        return cursor.rowcount == 1
 
 
 def quota_commit(*, reservation_id: str, tokens: int, now: datetime | None = None) -> QuotaStatus:
@@ -159,56 +163,26 @@ def quota_commit(*, reservation_id: str, tokens: int, now: datetime | None = Non
 
     Call it inside the caller's transaction (the one that writes the answer). A reservation already
     swept (its renewals stopped for longer than QUOTA_RESERVATION_TTL) is still charged. Returns the
-    quota after the charge: one statement (`_COMMIT_SQL`) deletes the reservation, rolls the period
-    over if it ended, adds to the counters (`used = used + n`, as `F()` would) and reads the result.
+    quota after the charge.
     """
     if tokens < 0:
         raise ValueError(f"tokens must be ≥ 0, not {tokens}.")
     now = now or timezone.now()
     quota_id = Reservation.quota_id_of(reservation_id)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _COMMIT_SQL,
-            {
-                "reservation": reservation_id,
-                "quota": quota_id,
-                "tokens": tokens,
-                "now": now,
-                "floor": period_floor(settings.QUOTA_PERIOD, now),
-            },
-        )
-        *fields, reserved = cursor.fetchone()
-    quota = Quota(user_id=quota_id, **dict(zip(_QUOTA_FIELDS, fields, strict=True)))
-    return QuotaStatus.of(quota, reserved=reserved, now=now)
-
-
-_QUOTA_FIELDS = [
-    "request_limit",
-    "unlimited_requests",
-    "token_limit",
-    "unlimited_tokens",
-    "requests_used",
-    "tokens_used",
-    "period_start",
-]
-
-_LOCK_SQL = f"SELECT {', '.join(_QUOTA_FIELDS)} FROM quota_quota WHERE user_id = %s FOR UPDATE"
-
-# The reservation's own row is still in this statement's snapshot: leave it out of the count.
-_COMMIT_SQL = f"""
-WITH released AS (
-    DELETE FROM quota_reservation WHERE id = %(reservation)s
-)
-UPDATE quota_quota SET
-    requests_used = CASE WHEN period_start < %(floor)s::timestamptz THEN 0 ELSE requests_used END + 1,
-    tokens_used = CASE WHEN period_start < %(floor)s::timestamptz THEN 0 ELSE tokens_used END + %(tokens)s,
-    period_start = GREATEST(period_start, %(floor)s::timestamptz)
-WHERE user_id = %(quota)s
-RETURNING {", ".join(_QUOTA_FIELDS)}, (
-    SELECT count(*) FROM quota_reservation
-    WHERE quota_id = %(quota)s AND expires_at > %(now)s AND id <> %(reservation)s
-)
-"""
+    with transaction.atomic(savepoint=False):
+        Reservation.objects.filter(pk=reservation_id).delete()
+        floor = period_floor(settings.QUOTA_PERIOD, now)
+        if floor is None:
+            counted = {"requests_used": F("requests_used") + 1, "tokens_used": F("tokens_used") + tokens}
+        else:  # the period rolls over here too, if it ended: the generation counts in the new one
+            ended = Q(period_start__lt=floor)
+            counted = {
+                "requests_used": Case(When(ended, then=Value(1)), default=F("requests_used") + 1),
+                "tokens_used": Case(When(ended, then=Value(tokens)), default=F("tokens_used") + tokens),
+                "period_start": Case(When(ended, then=Value(floor)), default=F("period_start")),
+            }
+        Quota.objects.filter(pk=quota_id).update(**counted)
+        return _status(quota_id=quota_id, now=now)
 
 
 def quota_release(*, reservation_id: str) -> None:
@@ -226,13 +200,16 @@ def quota_renew(*, reservation_id: str, now: datetime | None = None) -> None:
 
 def quota_status(*, user, now: datetime | None = None) -> QuotaStatus:
     """The user's quota now (its row is created on first use)."""
-    now = now or timezone.now()
+    return _status(quota_id=user.pk, now=now or timezone.now())
+
+
+def _status(*, quota_id, now: datetime) -> QuotaStatus:
     quotas = selectors.quotas_with_reserved(now=now)
     try:
-        quota = quotas.get(pk=user.pk)
+        quota = quotas.get(pk=quota_id)
     except Quota.DoesNotExist:
-        _create_quotas(user_ids=[user.pk], now=now)
-        quota = quotas.get(pk=user.pk)
+        _create_quotas(user_ids=[quota_id], now=now)
+        quota = quotas.get(pk=quota_id)
     return QuotaStatus.of(quota, reserved=quota.reserved_now, now=now)
 
 
@@ -294,18 +271,13 @@ def _create_quotas(*, user_ids: list, now: datetime) -> None:
 
 
 def _locked_quota(*, user_id, now: datetime) -> Quota:
-    """The user's quota row, created if missing, locked until the transaction ends.
-
-    `SELECT … FOR UPDATE` in plain SQL: on the stream's hot path the ORM's query building cost more
-    than the round trip."""
-    with connection.cursor() as cursor:
-        for _ in range(2):
-            cursor.execute(_LOCK_SQL, [user_id])
-            row = cursor.fetchone()
-            if row is not None:
-                return Quota(user_id=user_id, **dict(zip(_QUOTA_FIELDS, row, strict=True)))
-            _create_quotas(user_ids=[user_id], now=now)
-    raise Quota.DoesNotExist  # the user was deleted meanwhile
+    """The user's quota row, created if missing, locked until the transaction ends."""
+    locked = Quota.objects.select_for_update()
+    try:
+        return locked.get(pk=user_id)
+    except Quota.DoesNotExist:
+        _create_quotas(user_ids=[user_id], now=now)
+        return locked.get(pk=user_id)
 
 
 def _start_new_period_if_due(*, quota_id, now: datetime) -> None:

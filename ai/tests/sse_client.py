@@ -1,5 +1,6 @@
 """A small SSE reader for the stream tests (httpx-sse is used beside it, as a second opinion)."""
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -76,3 +77,25 @@ def wait_for(predicate, timeout: float = 10.0):
             return value
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+async def stream_all(url: str, token: str, bodies: list[dict]):
+    """Fire every request at once; return (status, [event types]) per request."""
+    limits = httpx.Limits(max_connections=len(bodies) + 10, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+        async def one(body):
+            headers = {"Authorization": f"Token {token}"}
+            async with client.stream(
+                "POST", f"{url}/api/ai/chat/stream", json=body, headers=headers
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    return response.status_code, []
+                types = []
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        types.append(json.loads(line[6:])["type"])
+                return response.status_code, types
+
+        return await asyncio.gather(*(one(body) for body in bodies))

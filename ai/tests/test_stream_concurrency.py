@@ -1,13 +1,12 @@
 """Many streams at once on one server process: quota stays exact, connections stay few."""
 
 import asyncio
-import json
 import threading
 
-import httpx
 import psycopg
 import pytest
 
+from ai.tests.sse_client import stream_all
 from conversations.models import Message
 from quota.models import Quota, Reservation
 
@@ -16,32 +15,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 APP_NAME = "chatsvc-concurrency-test"
 
 
-async def _stream_all(url: str, token: str, bodies: list[dict]):
-    """Fire every request at once; return (status, [event types]) per request."""
-    limits = httpx.Limits(max_connections=len(bodies) + 10, max_keepalive_connections=0)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-
-        async def one(body):
-            headers = {"Authorization": f"Token {token}"}
-            async with client.stream(
-                "POST", f"{url}/api/ai/chat/stream", json=body, headers=headers
-            ) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    return response.status_code, []
-                types = []
-                async for line in response.aiter_lines():
-                    if line.startswith("data: "):
-                        types.append(json.loads(line[6:])["type"])
-                return response.status_code, types
-
-        return await asyncio.gather(*(one(body) for body in bodies))
-
-
 def test_parallel_streams_admit_exactly_the_remaining_quota(live_asgi, token, user):
     Quota.objects.create(user=user, request_limit=5)
     bodies = [{"message": f"request {n} [mock:chunks=3][mock:delay_ms=200]"} for n in range(20)]
-    results = asyncio.run(_stream_all(live_asgi.url, token.key, bodies))
+    results = asyncio.run(stream_all(live_asgi.url, token.key, bodies))
     statuses = sorted(status for status, _ in results)
     assert statuses == [200] * 5 + [429] * 15
     assert all(types[-1] == "done" for status, types in results if status == 200)
@@ -72,7 +49,7 @@ def test_two_hundred_slow_streams_hold_few_database_connections(
     watcher = threading.Thread(target=sample)
     watcher.start()
     try:
-        results = asyncio.run(_stream_all(server.url, token.key, bodies))
+        results = asyncio.run(stream_all(server.url, token.key, bodies))
     finally:
         stop.set()
         watcher.join()
