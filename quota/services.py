@@ -109,7 +109,7 @@ def quota_reserve(*, user, now: datetime | None = None) -> Reservation:
         quota = _locked_quota(user_id=user.pk, now=now)
         status = QuotaStatus.of(quota, reserved=0, now=now)
         if status.period_start != quota.period_start:
-            _start_new_period_if_due(quota_id=quota.pk, now=now)
+            _count(quota_id=quota.pk, now=now)  # the period ended: start the new one
         quota.reservations.filter(expires_at__lte=now).delete()
         reservation = Reservation(
             id=Reservation.make_id(quota.pk),
@@ -124,7 +124,9 @@ def quota_reserve(*, user, now: datetime | None = None) -> Reservation:
             return reservation
         else:
             refusal = QuotaExceeded(resource="requests", resets_at=status.resets_at, now=now)
-    raise refusal  # after the block, so the rollover and the sweep of expired reservations are kept
+    # Raised after the block: on its own, the rollover and the sweep above are kept (inside a
+    # caller's transaction they go with it, and are redone by the next reservation).
+    raise refusal
 
 
 def _insert_if_room(reservation: Reservation, *, used: int, limit: int | None) -> bool:
@@ -171,17 +173,7 @@ def quota_commit(*, reservation_id: str, tokens: int, now: datetime | None = Non
     quota_id = Reservation.quota_id_of(reservation_id)
     with transaction.atomic(savepoint=False):
         Reservation.objects.filter(pk=reservation_id).delete()
-        floor = period_floor(settings.QUOTA_PERIOD, now)
-        if floor is None:
-            counted = {"requests_used": F("requests_used") + 1, "tokens_used": F("tokens_used") + tokens}
-        else:  # the period rolls over here too, if it ended: the generation counts in the new one
-            ended = Q(period_start__lt=floor)
-            counted = {
-                "requests_used": Case(When(ended, then=Value(1)), default=F("requests_used") + 1),
-                "tokens_used": Case(When(ended, then=Value(tokens)), default=F("tokens_used") + tokens),
-                "period_start": Case(When(ended, then=Value(floor)), default=F("period_start")),
-            }
-        Quota.objects.filter(pk=quota_id).update(**counted)
+        _count(quota_id=quota_id, now=now, requests=1, tokens=tokens)
         return _status(quota_id=quota_id, now=now)
 
 
@@ -280,10 +272,16 @@ def _locked_quota(*, user_id, now: datetime) -> Quota:
         return locked.get(pk=user_id)
 
 
-def _start_new_period_if_due(*, quota_id, now: datetime) -> None:
-    """Zero the counters if the quota's period ended before `now`; the period starts at the boundary."""
+def _count(*, quota_id, now: datetime, requests: int = 0, tokens: int = 0) -> None:
+    """Add to a quota's counters with `F()`, in the period current at `now`: when the quota's period
+    ended before it, the counters restart from zero and the period from its boundary."""
+    counted = {"requests_used": F("requests_used") + requests, "tokens_used": F("tokens_used") + tokens}
     floor = period_floor(settings.QUOTA_PERIOD, now)
     if floor is not None:
-        Quota.objects.filter(pk=quota_id, period_start__lt=floor).update(
-            requests_used=0, tokens_used=0, period_start=floor
-        )
+        ended = Q(period_start__lt=floor)
+        counted = {
+            "requests_used": Case(When(ended, then=Value(requests)), default=counted["requests_used"]),
+            "tokens_used": Case(When(ended, then=Value(tokens)), default=counted["tokens_used"]),
+            "period_start": Case(When(ended, then=Value(floor)), default=F("period_start")),
+        }
+    Quota.objects.filter(pk=quota_id).update(**counted)
