@@ -9,9 +9,10 @@ class AiConfig(AppConfig):
     name = "ai"
 
     def ready(self) -> None:
-        from ai.checks import adapter_setting_errors, check_adapters
+        from ai.checks import adapter_setting_errors, check_adapters, check_stream_settings
 
         checks.register(check_adapters)
+        checks.register(check_stream_settings)
         # ASGI servers (daphne) run no system checks: a broken AI_ADAPTERS must still stop start-up.
         errors = adapter_setting_errors()
         if errors:

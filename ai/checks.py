@@ -1,4 +1,4 @@
-"""System checks of `AI_ADAPTERS` and `AI_DEFAULT_ADAPTER` (the setting's shape also checked in `ready()`)."""
+"""System checks of the AI settings (the shape of `AI_ADAPTERS` is also checked in `ready()`)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,19 @@ def adapter_setting_errors() -> list[Error]:
                 id="ai.E003",
             )
         )
+    return errors
+
+
+def check_stream_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The stream's own settings: a context that holds the new message, a keep-alive that waits."""
+    errors = []
+    if not isinstance(settings.AI_CONTEXT_MESSAGES, int) or settings.AI_CONTEXT_MESSAGES < 1:
+        errors.append(Error("AI_CONTEXT_MESSAGES must be a whole number ≥ 1.", id="ai.E004"))
+    keepalive = settings.AI_STREAM_KEEPALIVE
+    if isinstance(keepalive, bool) or not isinstance(keepalive, int | float) or keepalive <= 0:
+        errors.append(Error("AI_STREAM_KEEPALIVE must be a number of seconds > 0.", id="ai.E005"))
+    if not isinstance(settings.AI_MAX_MESSAGE_CHARS, int) or settings.AI_MAX_MESSAGE_CHARS < 1:
+        errors.append(Error("AI_MAX_MESSAGE_CHARS must be a whole number ≥ 1.", id="ai.E006"))
     return errors
 
 

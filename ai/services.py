@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from ai.adapters import adapters
@@ -47,6 +47,7 @@ class Failure:
     retryable: bool
 
 
+NO_USAGE = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
 INTERNAL_ERROR = Failure(
     "internal_error", "Something went wrong on our side; the answer was not finished.", False
 )
@@ -78,12 +79,17 @@ class _Progress:
     def content(self) -> str:
         return "".join(self.parts)
 
+    @property
+    def usage(self) -> Usage | None:
+        return self.finish.usage if self.finish else None
+
 
 def stream_start(*, user, message: str, conversation_id=None, adapter: str | None = None) -> StreamStart:
     """Check and write everything a stream needs, in one transaction; then hand the connection back.
 
     Raises `Conversation.DoesNotExist` (not the caller's), `AdapterNotConfigured`, `QuotaExceeded`.
     """
+    _sweep_now_and_then()
     with transaction.atomic():
         if conversation_id is None:
             conversation = conversation_services.conversation_create(
@@ -130,19 +136,33 @@ def _in_transaction(work):
     return sync_to_async(run)()
 
 
-def _renew(start: StreamStart, content: str) -> Awaitable[None]:
+async def _renew(start: StreamStart, content: str) -> bool:
+    """Renew the reservation and the answer's heartbeat (saving the text so far); False if that failed.
+
+    A failed renewal does not end a healthy stream: it is tried again soon, and until the TTL has
+    passed nothing is lost.
+    """
+
     def work():
         quota_services.quota_renew(reservation_id=start.reservation_id)
         conversation_services.message_heartbeat(message_id=start.answer_id, content=content)
 
-    return _in_transaction(work)
+    try:
+        await _in_transaction(work)
+    except DatabaseError:
+        logger.warning("stream heartbeat failed conversation=%s", start.conversation_id, exc_info=True)
+        return False
+    return True
+
+
+RENEW_RETRY = 5.0  # seconds before a failed heartbeat is tried again
 
 
 def _finish(
     start: StreamStart, progress: _Progress, *, status: str, error: AdapterError | Failure | None = None
 ):
     """Write the answer's end and settle its reservation, in one transaction; return `done.quota`."""
-    usage = progress.finish.usage if progress.finish else None
+    usage = progress.usage or (NO_USAGE if status == Message.Status.COMPLETE else None)
     charge = status == Message.Status.COMPLETE or (
         status == Message.Status.INTERRUPTED and settings.QUOTA_CHARGE_INTERRUPTED
     )
@@ -249,8 +269,7 @@ async def generate_stream(start: StreamStart) -> AsyncIterator[bytes]:
             async for item in items:
                 now = time.monotonic()
                 if now >= next_renew:
-                    await _renew(start, progress.content)
-                    next_renew = now + renew_every
+                    next_renew = now + (renew_every if await _renew(start, progress.content) else RENEW_RETRY)
                 if item is None:
                     if now >= next_keepalive:
                         yield KEEPALIVE
@@ -266,33 +285,44 @@ async def generate_stream(start: StreamStart) -> AsyncIterator[bytes]:
         settled = True
         quota = await _run_to_end(_finish(start, progress, status=Message.Status.COMPLETE))
         outcome = "complete"
-        usage = progress.finish.usage if progress.finish else Usage(0, 0, 0)
         yield encoder.encode(
             {
                 "type": "done",
                 "message_id": str(start.answer_id),
                 "finish_reason": progress.finish.reason if progress.finish else "stop",
-                "usage": _usage_dict(usage),
+                "usage": _usage_dict(progress.usage or NO_USAGE),
                 "quota": quota,
             }
         )
     except AdapterError as error:
         outcome, settled = f"failed:{error.code}", True
-        await _run_to_end(_finish(start, progress, status=Message.Status.FAILED, error=error))
+        await _finish_or_leave_to_sweep(start, progress, error)
         yield _error_frame(encoder, start, error)
     except (asyncio.CancelledError, GeneratorExit):
         if not settled:
-            await _run_to_end(_finish(start, progress, status=Message.Status.INTERRUPTED))
+            try:
+                await _run_to_end(_finish(start, progress, status=Message.Status.INTERRUPTED))
+            except Exception:  # left to the sweep; the cancellation goes on
+                logger.exception("could not write the end of stream conversation=%s", start.conversation_id)
         raise
     except Exception:
         outcome, settled = "failed:internal_error", True
         logger.exception(
             "stream failed user=%s conversation=%s", start.user.get_username(), start.conversation_id
         )
-        await _run_to_end(_finish(start, progress, status=Message.Status.FAILED, error=INTERNAL_ERROR))
+        await _finish_or_leave_to_sweep(start, progress, INTERNAL_ERROR)
         yield _error_frame(encoder, start, INTERNAL_ERROR)
     finally:
         _log(start, progress, outcome)
+
+
+async def _finish_or_leave_to_sweep(start: StreamStart, progress: _Progress, error) -> None:
+    """Write a failed answer's end; if even that fails, log it: the stream still ends with its
+    `error` event, and the sweep interrupts the answer and frees the reservation once they expire."""
+    try:
+        await _run_to_end(_finish(start, progress, status=Message.Status.FAILED, error=error))
+    except Exception:
+        logger.exception("could not write the end of stream conversation=%s", start.conversation_id)
 
 
 def _error_frame(encoder: EventEncoder, start: StreamStart, error: AdapterError | Failure) -> bytes:
@@ -308,7 +338,7 @@ def _error_frame(encoder: EventEncoder, start: StreamStart, error: AdapterError 
 
 
 def _log(start: StreamStart, progress: _Progress, outcome: str) -> None:
-    usage = progress.finish.usage if progress.finish else None
+    usage = progress.usage
     first = progress.first_chunk_after
     logger.info(
         "stream user=%s conversation=%s adapter=%s chunks=%d tokens=%s first_chunk_ms=%s duration_ms=%.0f "
@@ -324,11 +354,23 @@ def _log(start: StreamStart, progress: _Progress, outcome: str) -> None:
     )
 
 
+_last_sweep = time.monotonic()
+
+
+def _sweep_now_and_then() -> None:
+    """Sweep at most every `QUOTA_RESERVATION_TTL / 3` seconds while streams start, so what a crashed
+    process left behind is cleaned up even when its successor started before that had expired."""
+    global _last_sweep
+    if time.monotonic() - _last_sweep >= settings.QUOTA_RESERVATION_TTL / 3:
+        _last_sweep = time.monotonic()
+        streams_sweep()
+
+
 def streams_sweep(*, now=None) -> tuple[int, int]:
     """Delete expired reservations and mark answers whose stream is gone as interrupted.
 
-    Returns (reservations deleted, messages interrupted). Runs at server start, and as
-    `manage.py sweep_streams`.
+    Returns (reservations deleted, messages interrupted). Runs at server start, every
+    `QUOTA_RESERVATION_TTL / 3` while streams start, and as `manage.py sweep_streams`.
     """
     now = now or timezone.now()
     reservations = quota_services.reservations_sweep(now=now)

@@ -8,6 +8,7 @@ reach the database (saving a session, storing messages into it), it still runs i
 """
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
@@ -38,12 +39,23 @@ class SecurityMiddleware(InlineHooks, security.SecurityMiddleware):
 
 class SessionMiddleware(InlineHooks, sessions.SessionMiddleware):
     def response_may_touch_database(self, request) -> bool:
-        return request.session.accessed  # a session never read is never saved
+        # A session never read is never saved, unless every request saves it.
+        return request.session.accessed or settings.SESSION_SAVE_EVERY_REQUEST
 
 
 class CsrfViewMiddleware(InlineHooks, csrf.CsrfViewMiddleware):
-    async def process_view(self, request, callback, callback_args, callback_kwargs):
-        return super().process_view(request, callback, callback_args, callback_kwargs)
+    """With `CSRF_USE_SESSIONS` the token lives in the session, in the database: Django's own path."""
+
+    async def __acall__(self, request):
+        if settings.CSRF_USE_SESSIONS:
+            return await csrf.CsrfViewMiddleware.__acall__(self, request)
+        return await super().__acall__(request)
+
+    async def process_view(self, request, *view):
+        check = super().process_view
+        if settings.CSRF_USE_SESSIONS:
+            return await sync_to_async(check)(request, *view)
+        return check(request, *view)
 
 
 class AuthenticationMiddleware(InlineHooks, auth.AuthenticationMiddleware):

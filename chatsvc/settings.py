@@ -32,6 +32,11 @@ if not DEBUG:
         raise ImproperlyConfigured("DEBUG=false needs SECRET_KEY: set it to a long random string.")
     if not ALLOWED_HOSTS:
         raise ImproperlyConfigured("DEBUG=false needs ALLOWED_HOSTS: the host names this service answers to.")
+if not SECRET_KEY and set(ALLOWED_HOSTS) - {"localhost", "127.0.0.1", "[::1]"}:
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be set when ALLOWED_HOSTS names a host beyond this machine "
+        "(the development key is public); and set DEBUG=false there."
+    )
 SECRET_KEY = SECRET_KEY or "django-insecure-development-only-key-do-not-deploy"
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 

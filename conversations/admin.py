@@ -1,8 +1,8 @@
 """Operators' view of conversations and messages."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from conversations import selectors
+from conversations import selectors, services
 from conversations.models import Conversation, Message
 
 
@@ -36,12 +36,34 @@ class ConversationAdmin(admin.ModelAdmin):
     def message_count(self, obj):
         return obj.message_count
 
+    def has_delete_permission(self, request, obj=None):
+        """Not while one of its answers streams (the API's 409), alone or in the bulk action."""
+        if obj is not None and obj.messages.filter(services.live_streams()).exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        # Through the service: a stream may have started since the confirmation page.
+        for conversation in queryset:
+            try:
+                services.conversation_delete(conversation=conversation)
+            except services.StreamInProgress:
+                self.message_user(
+                    request, f"“{conversation}” was kept: an answer is still streaming.", messages.WARNING
+                )
+
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
+    """Read-only: messages are written by the stream, and the quota was charged for what they say."""
+
     list_display = ["__str__", "conversation", "role", "status", "total_tokens", "created_at"]
     list_filter = ["role", "status", "created_at"]
     search_fields = ["content", "conversation__title", "conversation__user__username"]
     list_select_related = ["conversation"]
-    readonly_fields = ["id", "conversation", "created_at", "updated_at"]
-    raw_id_fields = ["conversation"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -4,8 +4,9 @@ Plain synchronous functions: async callers wrap a whole unit of work in one `syn
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -40,11 +41,18 @@ def conversation_update(*, conversation: Conversation, **fields) -> Conversation
     return conversation
 
 
+def live_streams() -> Q:
+    """Answers still streaming: left `streaming` and renewed within `QUOTA_RESERVATION_TTL` (a stream
+    whose process died stops being renewed, and is no longer live, before the sweep marks it)."""
+    renewed_since = timezone.now() - timedelta(seconds=settings.QUOTA_RESERVATION_TTL)
+    return Q(status=Message.Status.STREAMING, updated_at__gte=renewed_since)
+
+
 @transaction.atomic
 def conversation_delete(*, conversation: Conversation) -> None:
-    """Delete a conversation and its messages, unless one of its answers is streaming."""
+    """Delete a conversation and its messages, unless one of its answers is still streaming."""
     locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-    if locked.messages.filter(status=Message.Status.STREAMING).exists():
+    if locked.messages.filter(live_streams()).exists():
         raise StreamInProgress
     locked.delete()
 

@@ -149,3 +149,20 @@ def test_start_up_stops_with_a_clear_message_on_an_unknown_backend(settings):
         ImproperlyConfigured, match=r"'default' has an unknown BACKEND 'ai.adapters.typo.Adapter'"
     ):
         apps.get_app_config("ai").ready()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "check_id"),
+    [
+        ("AI_CONTEXT_MESSAGES", 0, "ai.E004"),
+        ("AI_STREAM_KEEPALIVE", 0, "ai.E005"),
+        ("AI_STREAM_KEEPALIVE", -1.5, "ai.E005"),
+        ("AI_MAX_MESSAGE_CHARS", 0, "ai.E006"),
+    ],
+)
+def test_check_refuses_stream_settings_that_cannot_work(settings, name, value, check_id):
+    from ai.checks import check_stream_settings
+
+    assert check_stream_settings() == []
+    setattr(settings, name, value)
+    assert [error.id for error in check_stream_settings()] == [check_id]

@@ -22,8 +22,9 @@ def settings_in(run_django, names, **env):
     [
         ({"DEBUG": "false", "ALLOWED_HOSTS": "example.com"}, "DEBUG=false needs SECRET_KEY"),
         ({"DEBUG": "false", "SECRET_KEY": "x" * 50}, "DEBUG=false needs ALLOWED_HOSTS"),
+        ({"ALLOWED_HOSTS": "chat.example.com"}, "SECRET_KEY must be set when ALLOWED_HOSTS names a host"),
     ],
-    ids=["no-secret-key", "no-allowed-hosts"],
+    ids=["no-secret-key", "no-allowed-hosts", "debug-serving-the-world-with-the-public-key"],
 )
 def test_production_without_a_required_setting_refuses_to_start(run_django, env, message):
     result = run_django("", **env)

@@ -153,3 +153,34 @@ def test_a_superuser_can_delete_a_conversation_in_the_admin(admin_client):
     assert response.status_code == 302
     assert not Conversation.objects.exists()
     assert not Message.objects.exists()
+
+
+def test_a_conversation_with_a_live_stream_cannot_be_deleted_from_the_admin(admin_client):
+    streaming = ConversationFactory(title="busy")
+    MessageFactory(conversation=streaming, role="assistant", status="streaming", created_at=timezone.now())
+    idle = ConversationFactory(title="idle")
+
+    def delete_selected(*conversations):
+        return admin_client.post(
+            CONVERSATIONS,
+            {"action": "delete_selected", "_selected_action": [c.pk for c in conversations], "post": "yes"},
+        )
+
+    assert admin_client.get(f"{CONVERSATIONS}{streaming.pk}/delete/").status_code == 403
+    assert delete_selected(streaming, idle).status_code == 403
+    assert Conversation.objects.count() == 2
+    assert delete_selected(idle).status_code == 302
+    assert list(Conversation.objects.values_list("title", flat=True)) == ["busy"]
+
+
+def test_messages_are_read_only_in_the_admin(admin_client):
+    message = MessageFactory(content="as streamed")
+
+    page = admin_client.get(f"{MESSAGES}{message.pk}/change/")
+    admin_client.post(f"{MESSAGES}{message.pk}/change/", {"content": "edited", "status": "complete"})
+
+    assert page.status_code == 200
+    assert 'name="content"' not in page.content.decode()
+    message.refresh_from_db()
+    assert message.content == "as streamed"
+    assert admin_client.get(f"{MESSAGES}add/").status_code == 403

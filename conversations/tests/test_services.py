@@ -192,3 +192,15 @@ def test_exchange_context_of_a_new_conversation_is_the_question():
     exchange = services.exchange_start(conversation=conversation, content="only", context_limit=10)
 
     assert exchange.context == [{"role": "user", "content": "only"}]
+
+
+@pytest.mark.django_db
+def test_conversation_delete_goes_ahead_when_the_streaming_answer_is_no_longer_renewed(settings):
+    settings.QUOTA_RESERVATION_TTL = 600
+    conversation = ConversationFactory()
+    long_ago = timezone.now() - timedelta(seconds=601)
+    MessageFactory(conversation=conversation, role="assistant", status="streaming", created_at=long_ago)
+
+    services.conversation_delete(conversation=conversation)
+
+    assert not Conversation.objects.filter(pk=conversation.pk).exists()

@@ -1,0 +1,95 @@
+"""The stream's ends when the database misbehaves, and the sweep that runs while streams start."""
+
+import asyncio
+import json
+import time
+from datetime import timedelta
+
+import httpx
+import pytest
+from django.db import DatabaseError
+from django.utils import timezone
+
+from ai import services
+from ai.tests.sse_client import events
+from conversations import services as conversation_services
+from conversations.models import Message
+from conversations.tests.factories import ConversationFactory, MessageFactory
+from quota import services as quota_services
+from quota.models import Quota, Reservation
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def stream_in_process(user, message: str) -> list[dict]:
+    """Start a stream and read all its events, in this process (no server)."""
+    start = services.stream_start(user=user, message=message)
+
+    async def read():
+        return [frame async for frame in services.generate_stream(start)]
+
+    frames = asyncio.run(read())
+    return [json.loads(frame.split(b"data: ", 1)[1]) for frame in frames if b"data: " in frame]
+
+
+def fail(*args, **kwargs):
+    raise DatabaseError("the database went away")
+
+
+def test_an_unwritable_end_still_ends_the_stream_with_an_error_event(user, monkeypatch):
+    """`message_finish` is replaced by one that fails: the narrowest way to make only the end fail."""
+    monkeypatch.setattr(conversation_services, "message_finish", fail)
+
+    events_ = stream_in_process(user, "[mock:chunks=2][mock:delay_ms=0]")
+
+    assert [event["type"] for event in events_] == ["start", "chunk", "chunk", "error"]
+    assert events_[-1]["code"] == "internal_error"
+    assert events_[-1]["retryable"] is False
+    # Nothing was written: the answer and the reservation are left for the sweep.
+    assert Message.objects.get(pk=events_[0]["message_id"]).status == "streaming"
+    assert Reservation.objects.count() == 1
+
+
+def test_a_failed_heartbeat_does_not_end_a_healthy_stream(user, settings, monkeypatch):
+    settings.QUOTA_RESERVATION_TTL = 0.3  # a heartbeat every 0.1 s
+    monkeypatch.setattr(quota_services, "quota_renew", fail)
+
+    events_ = stream_in_process(user, "[mock:chunks=5][mock:delay_ms=80]")
+
+    assert [event["type"] for event in events_] == ["start"] + ["chunk"] * 5 + ["done"]
+    assert Message.objects.get(pk=events_[0]["message_id"]).status == "complete"
+
+
+def test_streams_starting_sweep_what_a_crashed_process_left(asgi_server_factory, token, user, other_user):
+    server = asgi_server_factory(fresh=True, QUOTA_RESERVATION_TTL="1")
+    try:
+        long_ago = timezone.now() - timedelta(seconds=30)
+        left = MessageFactory(
+            conversation=ConversationFactory(user=other_user),
+            role="assistant",
+            status="streaming",
+            created_at=long_ago,
+        )
+        quota = Quota.objects.create(user=other_user)
+        Reservation.objects.create(
+            id=Reservation.make_id(quota.pk),
+            quota=quota,
+            created_at=long_ago,
+            renewed_at=long_ago,
+            expires_at=long_ago + timedelta(seconds=1),
+        )
+        time.sleep(0.5)  # past QUOTA_RESERVATION_TTL / 3 since the server's own start-up sweep
+        with httpx.Client(timeout=30) as client:
+            assert events(client, server.url, token.key, {"message": "[mock:chunks=1]"})[-1].type == "done"
+        left.refresh_from_db()
+        assert left.status == "interrupted"
+        assert not Reservation.objects.filter(quota=quota).exists()
+    finally:
+        server.stop()
+
+
+def test_uvicorn_serves_the_stream_too(asgi_server_factory, token):
+    server = asgi_server_factory(server="uvicorn")
+    with httpx.Client(timeout=30) as client:
+        frames = events(client, server.url, token.key, {"message": "[mock:chunks=3][mock:delay_ms=0]"})
+    assert [f.type for f in frames] == ["start", "chunk", "chunk", "chunk", "done"]
