@@ -1,12 +1,14 @@
 """The stream's ends when the database misbehaves, and the sweep that runs while streams start."""
 
 import asyncio
+import io
 import json
 import time
 from datetime import timedelta
 
 import httpx
 import pytest
+from django.core.management import call_command
 from django.db import DatabaseError
 from django.utils import timezone
 
@@ -93,3 +95,27 @@ def test_uvicorn_serves_the_stream_too(asgi_server_factory, token):
     with httpx.Client(timeout=30) as client:
         frames = events(client, server.url, token.key, {"message": "[mock:chunks=3][mock:delay_ms=0]"})
     assert [f.type for f in frames] == ["start", "chunk", "chunk", "chunk", "done"]
+
+
+def test_sweep_streams_command_interrupts_dead_answers_and_deletes_expired_reservations(user, settings):
+    settings.QUOTA_RESERVATION_TTL = 600
+    long_ago = timezone.now() - timedelta(hours=1)
+    dead = MessageFactory(role="assistant", status="streaming", created_at=long_ago)
+    live = MessageFactory(role="assistant", status="streaming", created_at=timezone.now())
+    quota = Quota.objects.create(user=user)
+    Reservation.objects.create(
+        id=Reservation.make_id(quota.pk),
+        quota=quota,
+        created_at=long_ago,
+        renewed_at=long_ago,
+        expires_at=long_ago + timedelta(seconds=600),
+    )
+    out = io.StringIO()
+
+    call_command("sweep_streams", stdout=out)
+
+    assert out.getvalue().strip() == "Deleted 1 expired reservations; marked 1 messages interrupted."
+    dead.refresh_from_db()
+    live.refresh_from_db()
+    assert (dead.status, live.status) == ("interrupted", "streaming")
+    assert not Reservation.objects.exists()
