@@ -17,6 +17,7 @@ from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
@@ -57,7 +58,7 @@ INTERNAL_ERROR = Failure(
 class StreamStart:
     """What `stream_start()` committed, and what the stream needs to go on without the database."""
 
-    user: object
+    user: AbstractBaseUser
     conversation_id: uuid.UUID
     question_id: uuid.UUID
     answer_id: uuid.UUID

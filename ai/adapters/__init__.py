@@ -7,7 +7,6 @@ import threading
 from types import SimpleNamespace
 from typing import Any
 
-from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.connection import BaseConnectionHandler
@@ -42,7 +41,6 @@ __all__ = [
     "Usage",
     "adapters",
     "backend_class",
-    "default_adapter",
 ]
 
 
@@ -114,11 +112,6 @@ class AdapterHandler(BaseConnectionHandler):
 
 
 adapters = AdapterHandler()
-
-
-def default_adapter() -> BaseAdapter:
-    """The adapter of `settings.AI_DEFAULT_ADAPTER`."""
-    return adapters[settings.AI_DEFAULT_ADAPTER]
 
 
 @receiver(setting_changed)

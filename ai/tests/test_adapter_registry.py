@@ -7,7 +7,7 @@ import pytest
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 
-from ai.adapters import InvalidAdapterError, adapters, default_adapter
+from ai.adapters import InvalidAdapterError, adapters
 from ai.adapters.mock import MockAdapter
 from ai.adapters.openai import OpenAIAdapter
 from ai.checks import check_adapters
@@ -40,7 +40,6 @@ def test_adapters_builds_each_alias_with_its_backend_and_options(two_adapters):
     assert adapters["fast"].options == {"delay": 0}
     assert isinstance(adapters["gpt"], OpenAIAdapter)
     assert adapters["gpt"].model == "gpt-test"
-    assert default_adapter() is adapters["fast"]
 
 
 def test_adapter_options_are_a_copy_of_the_setting(two_adapters):
@@ -93,11 +92,6 @@ def test_changing_ai_adapters_resets_the_registry(settings):
     assert adapters["default"] is not before
     assert adapters["default"].options == {"delay": 2}
     assert list(adapters) == ["default", "other"]
-
-
-def test_default_adapter_follows_ai_default_adapter(two_adapters):
-    two_adapters.AI_DEFAULT_ADAPTER = "gpt"
-    assert default_adapter() is adapters["gpt"]
 
 
 def test_system_check_accepts_a_sound_configuration(two_adapters):
