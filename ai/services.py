@@ -106,7 +106,10 @@ def stream_start(*, user, message: str, conversation_id=None, adapter: str | Non
             raise AdapterNotConfigured(conversation.adapter)
         reservation = quota_services.quota_reserve(user=user)
         exchange = conversation_services.exchange_start(
-            conversation=conversation, content=message, context_limit=settings.AI_CONTEXT_MESSAGES
+            conversation=conversation,
+            content=message,
+            context_limit=settings.AI_CONTEXT_MESSAGES,
+            new_conversation=conversation_id is None,
         )
     # The stream may last minutes: thousands of open streams must not hold thousands of connections.
     connection.close()

@@ -97,18 +97,23 @@ class Exchange:
     context: list[dict]
 
 
-def exchange_start(*, conversation: Conversation, content: str, context_limit: int) -> Exchange:
+def exchange_start(
+    *, conversation: Conversation, content: str, context_limit: int, new_conversation: bool = False
+) -> Exchange:
     """Add a user message and its empty, streaming answer, and read the context to send for them.
 
     The context is the conversation's last `context_limit` messages with content, oldest first, the
-    new question last. Call inside the caller's transaction: it is one part of starting a stream.
+    new question last (a new conversation has no earlier ones to read). Call inside the caller's
+    transaction: it is one part of starting a stream.
     """
-    earlier = list(
-        Message.objects.filter(conversation_id=conversation.pk)
-        .exclude(content="")
-        .order_by("-created_at", "-position")
-        .values_list("role", "content")[: max(context_limit - 1, 0)]
-    )
+    earlier = []
+    if not new_conversation and context_limit > 1:
+        earlier = list(
+            Message.objects.filter(conversation_id=conversation.pk)
+            .exclude(content="")
+            .order_by("-created_at", "-position")
+            .values_list("role", "content")[: context_limit - 1]
+        )
     now = timezone.now()
     question, answer = Message.objects.bulk_create(
         [

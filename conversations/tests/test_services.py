@@ -204,3 +204,15 @@ def test_conversation_delete_goes_ahead_when_the_streaming_answer_is_no_longer_r
     services.conversation_delete(conversation=conversation)
 
     assert not Conversation.objects.filter(pk=conversation.pk).exists()
+
+
+@pytest.mark.django_db
+def test_exchange_in_a_new_conversation_reads_no_earlier_messages(django_assert_num_queries):
+    conversation = ConversationFactory()
+
+    with django_assert_num_queries(1):  # the insert of both messages, no read
+        exchange = services.exchange_start(
+            conversation=conversation, content="first", context_limit=10, new_conversation=True
+        )
+
+    assert exchange.context == [{"role": "user", "content": "first"}]
