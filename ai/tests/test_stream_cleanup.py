@@ -18,7 +18,8 @@ from conversations import services as conversation_services
 from conversations.models import Message
 from conversations.tests.factories import ConversationFactory, MessageFactory
 from quota import services as quota_services
-from quota.models import Quota, Reservation
+from quota.models import Reservation
+from quota.tests.factories import ReservationFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,14 +73,8 @@ def test_streams_starting_sweep_what_a_crashed_process_left(asgi_server_factory,
             status="streaming",
             created_at=long_ago,
         )
-        quota = Quota.objects.create(user=other_user)
-        Reservation.objects.create(
-            id=Reservation.make_id(quota.pk),
-            quota=quota,
-            created_at=long_ago,
-            renewed_at=long_ago,
-            expires_at=long_ago + timedelta(seconds=1),
-        )
+        expired = long_ago + timedelta(seconds=1)
+        quota = ReservationFactory(quota__user=other_user, created_at=long_ago, expires_at=expired).quota
         time.sleep(0.5)  # past QUOTA_RESERVATION_TTL / 3 since the server's own start-up sweep
         with httpx.Client(timeout=30) as client:
             assert events(client, server.url, token.key, {"message": "[mock:chunks=1]"})[-1].type == "done"
@@ -102,14 +97,7 @@ def test_sweep_streams_command_interrupts_dead_answers_and_deletes_expired_reser
     long_ago = timezone.now() - timedelta(hours=1)
     dead = MessageFactory(role="assistant", status="streaming", created_at=long_ago)
     live = MessageFactory(role="assistant", status="streaming", created_at=timezone.now())
-    quota = Quota.objects.create(user=user)
-    Reservation.objects.create(
-        id=Reservation.make_id(quota.pk),
-        quota=quota,
-        created_at=long_ago,
-        renewed_at=long_ago,
-        expires_at=long_ago + timedelta(seconds=600),
-    )
+    ReservationFactory(quota__user=user, created_at=long_ago)
     out = io.StringIO()
 
     call_command("sweep_streams", stdout=out)
