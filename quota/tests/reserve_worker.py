@@ -14,23 +14,22 @@ from concurrent.futures import ThreadPoolExecutor
 import django
 
 
-def main(username: str, threads: int, start_at: float) -> None:
-    django.setup()
-    from django.contrib.auth import get_user_model
+def reserve_at_once(user, threads: int, start_at: float | None = None) -> list[bool]:
+    """`threads` reservations for `user`, one per thread, each on its own connection, released
+    together by a barrier (and, with `start_at`, at that wall-clock time); True where one was made."""
     from django.db import connection
 
     from quota.exceptions import QuotaExceeded
     from quota.services import quota_reserve
 
-    user = get_user_model().objects.get(username=username)
-    connection.close()
     barrier = threading.Barrier(threads)
 
     def attempt() -> bool:
         try:
-            connection.ensure_connection()
+            connection.ensure_connection()  # opened before the start, so all threads race the lock
             barrier.wait()
-            time.sleep(max(0.0, start_at - time.time()))
+            if start_at is not None:
+                time.sleep(max(0.0, start_at - time.time()))
             quota_reserve(user=user)
             return True
         except QuotaExceeded:
@@ -39,7 +38,17 @@ def main(username: str, threads: int, start_at: float) -> None:
             connection.close()
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        outcomes = list(pool.map(lambda _: attempt(), range(threads)))
+        return list(pool.map(lambda _: attempt(), range(threads)))
+
+
+def main(username: str, threads: int, start_at: float) -> None:
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    user = get_user_model().objects.get(username=username)
+    connection.close()
+    outcomes = reserve_at_once(user, threads, start_at)
     print(json.dumps({"reserved": outcomes.count(True), "refused": outcomes.count(False)}))
 
 

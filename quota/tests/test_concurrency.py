@@ -14,10 +14,10 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
-from quota.exceptions import QuotaExceeded
 from quota.models import Reservation
 from quota.services import quota_commit, quota_release, quota_reserve, quota_status
 from quota.tests.factories import QuotaFactory, ReservationFactory
+from quota.tests.reserve_worker import reserve_at_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,21 +55,7 @@ def pool_for_every_thread():
 def test_exactly_the_remaining_requests_are_reserved_from_parallel_threads(
     seven_remaining, pool_for_every_thread
 ):
-    barrier = threading.Barrier(ATTEMPTS)
-
-    def attempt() -> bool:
-        try:
-            connection.ensure_connection()  # each thread its own connection, opened before the start
-            barrier.wait()
-            quota_reserve(user=seven_remaining)
-            return True
-        except QuotaExceeded:
-            return False
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=ATTEMPTS) as pool:
-        outcomes = list(pool.map(lambda _: attempt(), range(ATTEMPTS)))
+    outcomes = reserve_at_once(seven_remaining, ATTEMPTS)
 
     assert (outcomes.count(True), outcomes.count(False)) == (7, 43)
     status = quota_status(user=seven_remaining)
