@@ -11,6 +11,8 @@ from django.utils import timezone
 from quota import selectors, services
 from quota.models import Quota, Reservation
 
+LIMIT_FIELDS = ["request_limit", "unlimited_requests", "token_limit", "unlimited_tokens"]
+
 
 def in_words(delta: timedelta) -> str:
     """A short, rounded-up duration: `12 min`, `5 h`, `3 d`."""
@@ -77,7 +79,15 @@ class ReservationInline(admin.TabularInline):
     extra = 0
     verbose_name_plural = "reservations (generations running now, or expired and not yet swept)"
 
+    # View only: the streams own their reservations, and a view-only inline is not validated, so a
+    # form loaded before a shown stream ended still saves.
     def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
 
@@ -106,7 +116,7 @@ class QuotaAdmin(admin.ModelAdmin):
         limits = (
             "Limits per period",
             {
-                "fields": ["request_limit", "unlimited_requests", "token_limit", "unlimited_tokens"],
+                "fields": LIMIT_FIELDS,
                 "description": default_limit_text(),
             },
         )
@@ -117,6 +127,11 @@ class QuotaAdmin(admin.ModelAdmin):
 
     def get_inlines(self, request, obj):
         return self.inlines if obj else []
+
+    def save_model(self, request, obj, form, change):
+        # Only the limits: the counters on `obj` were read before this save, and streams commit
+        # charges with `used = used + n` meanwhile; writing them back would lose those charges.
+        obj.save(update_fields=LIMIT_FIELDS if change else None)
 
     def _status(self, obj: Quota) -> services.QuotaStatus:
         return services.QuotaStatus.of(obj, reserved=obj.reserved_now, now=timezone.now())

@@ -5,7 +5,9 @@ from datetime import UTC, datetime
 import pytest
 from django.urls import reverse
 
+from quota.admin import QuotaAdmin
 from quota.models import Quota
+from quota.services import quota_commit, quota_reserve
 from quota.tests.factories import QuotaFactory, ReservationFactory, UserFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("a_day_in_june")]
@@ -97,6 +99,31 @@ def test_change_form_shows_usage_and_saves_an_override(admin_client, alice):
     assert response.status_code == 302
     alice.refresh_from_db()
     assert (alice.request_limit_in_effect, alice.requests_used) == (40, 37)
+
+
+def test_saving_a_stale_change_form_keeps_the_charges_committed_since_it_was_loaded(
+    admin_client, alice, monkeypatch
+):
+    running = alice.reservations.get()
+    url = reverse("admin:quota_quota_change", args=[alice.pk])
+    assert admin_client.get(url).status_code == 200
+    stale = change_form_data(alice, request_limit="40")  # as loaded: 37 requests, one reservation shown
+    quota_commit(reservation_id=running.id, tokens=10)  # the stream shown there ends meanwhile
+    read_for_the_post = QuotaAdmin.get_object
+
+    def read_then_another_stream_ends(self, request, object_id, from_field=None):
+        quota = read_for_the_post(self, request, object_id, from_field)
+        quota_commit(reservation_id=quota_reserve(user=alice.user).id, tokens=5)
+        return quota
+
+    # Between the POST's read of the row and its write, one more charge lands.
+    monkeypatch.setattr(QuotaAdmin, "get_object", read_then_another_stream_ends)
+    response = admin_client.post(url, stale)
+
+    assert response.status_code == 302
+    alice.refresh_from_db()
+    assert (alice.request_limit, alice.requests_used, alice.tokens_used) == (40, 39, 1249)
+    assert alice.reservations.count() == 0
 
 
 def test_change_form_refuses_a_limit_together_with_unlimited(admin_client, alice):
