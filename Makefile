@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatsvc
 
-.PHONY: run test lint format bench screenshot clean
+.PHONY: run test test-deps lint format bench screenshot clean
 
 $(VENV)/.run: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,7 +22,12 @@ run: $(VENV)/.run
 	$(PY) manage.py setup_demo --host $(HOST) --port $(PORT)
 	$(VENV)/bin/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=4096 chatsvc.asgi:application
 
-test: $(VENV)/.dev
+# What the tests need beyond the virtualenv (Chromium, the AI SDK tests' Node packages): bin/test-deps
+# installs what is missing, or says in one line what to install.
+test-deps:
+	bin/test-deps
+
+test: $(VENV)/.dev test-deps
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
@@ -34,7 +39,7 @@ format: $(VENV)/.dev
 	$(VENV)/bin/ruff format .
 
 # docs/screenshot.png: the chat page in Chromium, an answer being typed (chatsvc/tests/screenshot.py).
-screenshot: $(VENV)/.dev
+screenshot: $(VENV)/.dev test-deps
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest -q -p no:cacheprovider chatsvc/tests/screenshot.py
 
 # The benchmark (bench/run.py): its own database, real servers pinned to core 0, the client on core 1.

@@ -84,7 +84,7 @@ def chromium(asgi_server_factory):
             if browser is None:
                 pytest.fail(
                     f"Chromium could not be started from {CHROMIUM} ({reason}). "
-                    "Install Debian's package: apt-get install -y chromium (.ci/run does).",
+                    "Install Debian's package: apt-get install -y chromium (make test does: bin/test-deps).",
                     pytrace=False,
                 )
             yield browser
