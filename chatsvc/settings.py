@@ -100,6 +100,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
         "timeout": env.int("DATABASE_POOL_TIMEOUT", default=10),
     }
+    # Nothing waits forever: a lock wait or a statement longer than these fails (seconds; 0: no limit).
+    # Options given in DATABASE_URL (`?options=…`) come last, so they win.
+    DATABASES["default"]["OPTIONS"]["options"] = " ".join(
+        [
+            f"-c lock_timeout={env.float('DATABASE_LOCK_TIMEOUT', default=10) * 1000:.0f}",
+            f"-c statement_timeout={env.float('DATABASE_STATEMENT_TIMEOUT', default=30) * 1000:.0f}",
+            DATABASES["default"]["OPTIONS"].get("options", ""),
+        ]
+    ).strip()
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",

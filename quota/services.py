@@ -9,6 +9,7 @@ processes too, exactly as many succeed as there are requests remaining. Counters
 increments in the database (`used = used + n`, in `_count`), or are set to zero when a period starts.
 A period that has ended is rolled over by the first write after its boundary (`quota_reserve`,
 `quota_commit`); reads (`quota_status`, the admin) show that new, empty period without writing it.
+One lock order everywhere: a transaction that writes both takes the quota row before its reservations.
 
 The statements on a stream's path (lock, sweep, reserve, count, release) are plain, portable SQL
 (PostgreSQL and `make run`'s SQLite): under `make bench` the ORM's query building cost more CPU than
@@ -178,8 +179,10 @@ def quota_commit(*, reservation_id: str, tokens: int, now: datetime | None = Non
     now = now or timezone.now()
     quota_id = Reservation.quota_id_of(reservation_id)
     with transaction.atomic(savepoint=False):
+        # The quota row first, as `quota_reserve` locks it before it deletes expired reservations:
+        # the other order deadlocks with a start of the same user once this reservation expired.
+        quota = _count(quota_id=quota_id, now=now, requests=1, tokens=tokens, settled=reservation_id)
         quota_release(reservation_id=reservation_id)
-        quota = _count(quota_id=quota_id, now=now, requests=1, tokens=tokens)
     return QuotaStatus.of(quota, reserved=quota.reserved_now, now=now)
 
 
@@ -286,10 +289,10 @@ def _execute(sql: str, params) -> None:
         cursor.execute(sql, params)
 
 
-def _count(*, quota_id, now: datetime, requests: int = 0, tokens: int = 0) -> Quota:
+def _count(*, quota_id, now: datetime, requests: int = 0, tokens: int = 0, settled: str = "") -> Quota:
     """Add to a quota's counters, in the period current at `now`: when the quota's period ended
     before it, the counters restart from zero and the period from its boundary. Returns the quota as
-    written, with `reserved_now`, its live reservations.
+    written, with `reserved_now`, its live reservations but `settled` (the one being committed).
 
     One statement, `used = used + n` as `F()` writes it, and `RETURNING` the row; in plain SQL because
     on the stream's path the ORM's `Case`/`When` compilation and the read after it cost more than the
@@ -303,6 +306,7 @@ def _count(*, quota_id, now: datetime, requests: int = 0, tokens: int = 0) -> Qu
         "requests": requests,
         "tokens": tokens,
         "quota": quota_id,
+        "settled": settled,
     }
     return next(iter(Quota.objects.raw(_COUNT_SQL, params)))
 
@@ -314,6 +318,7 @@ UPDATE quota_quota SET
     period_start = CASE WHEN period_start < %(floor)s THEN %(floor)s ELSE period_start END
 WHERE user_id = %(quota)s
 RETURNING *, (
-    SELECT count(*) FROM quota_reservation WHERE quota_id = %(quota)s AND expires_at > %(now)s
+    SELECT count(*) FROM quota_reservation
+    WHERE quota_id = %(quota)s AND expires_at > %(now)s AND id <> %(settled)s
 ) AS reserved_now
 """

@@ -101,3 +101,29 @@ def test_a_number_setting_that_is_not_a_number_refuses_to_start(run_django):
 
     assert result.returncode != 0
     assert "QUOTA_DEFAULT_TOKEN_LIMIT" in result.stderr
+
+
+@pytest.mark.django_db
+def test_database_connections_give_up_on_a_lock_or_a_statement_that_waits_too_long():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW lock_timeout")
+        (lock_timeout,) = cursor.fetchone()
+        cursor.execute("SHOW statement_timeout")
+        (statement_timeout,) = cursor.fetchone()
+
+    assert (lock_timeout, statement_timeout) == ("10s", "30s")
+
+
+def test_database_timeouts_come_from_the_environment_and_the_url_options_win(run_django):
+    found = settings_in(
+        run_django,
+        ["DATABASES"],
+        DATABASE_URL="postgres://chat@db:5432/chat?options=-c%20statement_timeout%3D5s",
+        DATABASE_LOCK_TIMEOUT="2.5",
+        DATABASE_STATEMENT_TIMEOUT="0",
+    )
+
+    options = found["DATABASES"]["default"]["OPTIONS"]["options"]
+    assert options == "-c lock_timeout=2500 -c statement_timeout=0 -c statement_timeout=5s"

@@ -9,13 +9,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import psycopg
 import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
 from quota.models import Reservation
-from quota.services import quota_commit, quota_release, quota_reserve, quota_status
+from quota.services import QuotaStatus, quota_commit, quota_release, quota_reserve, quota_status
 from quota.tests.factories import QuotaFactory, ReservationFactory
 from quota.tests.reserve_worker import reserve_at_once
 
@@ -128,3 +129,70 @@ def test_parallel_commits_and_releases_keep_the_counters_exact(settings, user):
     status = quota_status(user=user)
     assert (status.requests_used, status.tokens_used, status.requests_reserved) == (20, 140, 0)
     assert status.requests_remaining == 20
+
+
+def test_a_stream_ending_and_one_starting_for_the_same_user_do_not_deadlock(
+    settings, user, test_database_url
+):
+    """The finish of a stream whose reservation expired (its heartbeats failed) and a new start of the
+    same user, at their worst interleaving: the finish has run its first statement, the start runs until
+    it waits for a lock the finish holds, then the finish goes on."""
+    settings.QUOTA_DEFAULT_REQUEST_LIMIT = 10
+    settings.QUOTA_DEFAULT_TOKEN_LIMIT = None
+    quota = QuotaFactory(user=user, requests_used=2)
+    expired = ReservationFactory(quota=quota, expires_at=timezone.now() - timedelta(seconds=1))
+    connection.close()
+    finish_began = threading.Barrier(3)  # the finish, the start and this thread
+    start_waits = threading.Event()
+    starter_pid: list[int] = []
+    outcome: dict[str, object] = {}
+
+    def pause_after_first_statement(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if "paused" not in outcome:
+            outcome["paused"] = sql
+            finish_began.wait()
+            start_waits.wait(timeout=30)
+        return result
+
+    def finish() -> None:
+        try:
+            with connection.execute_wrapper(pause_after_first_statement):
+                outcome["finish"] = quota_commit(reservation_id=expired.id, tokens=7)
+        except Exception as error:  # the asserts below show it
+            outcome["finish"] = error
+        finally:
+            connection.close()
+
+    def start() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                starter_pid.append(cursor.fetchone()[0])
+            finish_began.wait()
+            outcome["start"] = quota_reserve(user=user)
+        except Exception as error:
+            outcome["start"] = error
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=finish), threading.Thread(target=start)]
+    for thread in threads:
+        thread.start()
+    finish_began.wait(timeout=30)
+    with psycopg.connect(test_database_url, autocommit=True) as watcher:
+        deadline = time.monotonic() + 30
+        blockers = []
+        while not blockers and time.monotonic() < deadline and threads[1].is_alive():
+            time.sleep(0.01)
+            (blockers,) = watcher.execute("SELECT pg_blocking_pids(%s)", starter_pid).fetchone()
+    start_waits.set()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert blockers, "the start waited for a lock of the finish"
+    assert isinstance(outcome["finish"], QuotaStatus), outcome["finish"]
+    assert isinstance(outcome["start"], Reservation), outcome["start"]
+    status = quota_status(user=user)
+    assert (status.requests_used, status.tokens_used, status.requests_reserved) == (3, 7, 1)
+    assert list(Reservation.objects.values_list("id", flat=True)) == [outcome["start"].id]
