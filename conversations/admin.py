@@ -1,6 +1,9 @@
 """Operators' view of conversations and messages."""
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 
 from conversations import selectors, services
 from conversations.models import Conversation, Message
@@ -42,15 +45,28 @@ class ConversationAdmin(admin.ModelAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
+    # Deletes go through the service: a stream may have started since the permission check.
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except services.StreamInProgress:  # from delete_model; the view's transaction rolled back
+            self._kept(request, self.get_object(request, unquote(object_id)))
+            return HttpResponseRedirect(reverse("admin:conversations_conversation_change", args=[object_id]))
+
+    def delete_model(self, request, obj):
+        services.conversation_delete(conversation=obj)
+
     def delete_queryset(self, request, queryset):
-        # Through the service: a stream may have started since the confirmation page.
         for conversation in queryset:
             try:
                 services.conversation_delete(conversation=conversation)
             except services.StreamInProgress:
-                self.message_user(
-                    request, f"“{conversation}” was kept: an answer is still streaming.", messages.WARNING
-                )
+                self._kept(request, conversation)
+
+    def _kept(self, request, conversation):
+        self.message_user(
+            request, f"“{conversation}” was kept: an answer is still streaming.", messages.WARNING
+        )
 
 
 @admin.register(Message)

@@ -3,8 +3,10 @@
 from datetime import timedelta
 
 import pytest
+from django.contrib.admin.models import DELETION, LogEntry
 from django.utils import timezone
 
+from conversations.admin import ConversationAdmin
 from conversations.models import Conversation, Message
 from conversations.tests.factories import ConversationFactory, MessageFactory
 
@@ -171,6 +173,28 @@ def test_a_conversation_with_a_live_stream_cannot_be_deleted_from_the_admin(admi
     assert Conversation.objects.count() == 2
     assert delete_selected(idle).status_code == 302
     assert list(Conversation.objects.values_list("title", flat=True)) == ["busy"]
+
+
+def test_a_stream_starting_after_the_delete_permission_check_keeps_the_conversation(
+    admin_client, monkeypatch
+):
+    conversation = ConversationFactory(title="busy soon")
+    collect = ConversationAdmin.get_deleted_objects
+
+    def collect_then_a_stream_starts(self, objs, request):
+        found = collect(self, objs, request)  # after the permission check, before the delete
+        MessageFactory(conversation=conversation, role="assistant", status="streaming")
+        return found
+
+    monkeypatch.setattr(ConversationAdmin, "get_deleted_objects", collect_then_a_stream_starts)
+    response = admin_client.post(f"{CONVERSATIONS}{conversation.pk}/delete/", {"post": "yes"}, follow=True)
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "“busy soon” was kept: an answer is still streaming." in content
+    assert "deleted successfully" not in content
+    assert Conversation.objects.filter(pk=conversation.pk).exists()
+    assert not LogEntry.objects.filter(action_flag=DELETION).exists()
 
 
 def test_messages_are_read_only_in_the_admin(admin_client):
