@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error
+from django.core.checks import CheckMessage, Error, Warning
 
 from ai.adapters import InvalidAdapterError, adapters, backend_class
+from ai.adapters.mock import MockAdapter
 
 
 def adapter_setting_errors() -> list[Error]:
@@ -58,3 +59,20 @@ def check_adapters(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     for alias in adapters:
         errors.extend(adapters[alias].check(**kwargs))
     return errors
+
+
+def check_mock_in_production(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """With DEBUG off, the default adapter should not be the mock: it answers anyone with canned text."""
+    alias = settings.AI_DEFAULT_ADAPTER
+    if settings.DEBUG or adapter_setting_errors():
+        return []
+    if not issubclass(backend_class(alias, settings.AI_ADAPTERS[alias]), MockAdapter):
+        return []
+    return [
+        Warning(
+            f"AI_DEFAULT_ADAPTER {alias!r} is the mock adapter, and DEBUG is off.",
+            hint="Point AI_DEFAULT_ADAPTER at a real model (e.g. 'openai' with OPENAI_API_KEY), "
+            "or set AI_ADAPTERS without the mock.",
+            id="ai.W001",
+        )
+    ]

@@ -17,6 +17,8 @@ from .base import AdapterStreamBroken, BaseAdapter, ChatMessage, Finish, Usage
 
 DEFAULT_CHUNKS = 12
 DEFAULT_DELAY = 0.02
+# Any user may write directives: larger values are clamped to these, so no answer grows without bound.
+MAX_DIRECTIVE = {"chunks": 5000, "fail_after": 5000, "delay_ms": 10_000}
 
 DIRECTIVE = re.compile(r"\[mock:(chunks|delay_ms|fail_after|echo_context)(?:=(\d+))?\]")
 
@@ -45,11 +47,12 @@ class MockAdapter(BaseAdapter):
 
     Option `delay`: seconds between two chunks (the typewriter effect; default 0.02).
     Directives, read from the newest user message:
-      `[mock:chunks=N]`      reply in N chunks (default 12), one word each;
-      `[mock:delay_ms=D]`    D milliseconds between chunks, overriding `delay`;
-      `[mock:fail_after=K]`  send exactly K chunks, then fail with an `adapter_error`;
+      `[mock:chunks=N]`      reply in N chunks (default 12, at most 5000), one word each;
+      `[mock:delay_ms=D]`    D milliseconds between chunks (at most 10000), overriding `delay`;
+      `[mock:fail_after=K]`  send exactly K chunks (at most 5000), then fail with an `adapter_error`;
       `[mock:echo_context]`  the reply is `json.dumps` of the context's `{"role", "content"}` list,
                              split into (at most) N chunks.
+    Larger values are clamped to those bounds (`MAX_DIRECTIVE`).
     Usage: prompt_tokens = whitespace-separated words of every content, completion_tokens = chunks sent.
     """
 
@@ -99,14 +102,17 @@ class MockAdapter(BaseAdapter):
 
 
 def _directives(messages: Sequence[ChatMessage]) -> dict[str, int]:
-    """The `[mock:…]` directives of the newest user message (`echo_context` maps to 0)."""
+    """The `[mock:…]` directives of the newest user message, clamped (`echo_context` maps to 0).
+
+    A value too long to be within bounds is not parsed (Python refuses int() of over 4300 digits)."""
     newest = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     found: dict[str, int] = {}
     for name, value in DIRECTIVE.findall(newest):
         if name == "echo_context":
             found[name] = 0
         elif value:
-            found[name] = int(value)
+            bound = MAX_DIRECTIVE[name]
+            found[name] = min(int(value), bound) if len(value) <= len(str(bound)) else bound
     return found
 
 

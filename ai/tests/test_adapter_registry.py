@@ -137,6 +137,22 @@ def test_system_check_is_registered(settings):
     assert "ai.E201" in ids(checks.run_checks())
 
 
+@pytest.mark.parametrize(
+    ("debug", "default", "warned"),
+    [(False, "fast", True), (True, "fast", False), (False, "gpt", False)],
+    ids=["production-on-the-mock", "debug-on-the-mock", "production-on-a-model"],
+)
+def test_system_check_warns_when_production_answers_with_the_mock(two_adapters, debug, default, warned):
+    from django.core import checks
+
+    two_adapters.DEBUG = debug
+    two_adapters.AI_DEFAULT_ADAPTER = default
+    found = [message for message in checks.run_checks() if message.id == "ai.W001"]
+    assert [message.level for message in found] == ([checks.WARNING] if warned else [])
+    if warned:
+        assert "'fast' is the mock adapter" in found[0].msg
+
+
 def test_start_up_stops_with_a_clear_message_on_an_unknown_backend(settings):
     settings.AI_ADAPTERS = {"default": {"BACKEND": "ai.adapters.typo.Adapter"}}
     with pytest.raises(

@@ -144,3 +144,26 @@ def test_closing_the_stream_ends_it():
 def test_check_refuses_a_negative_delay():
     assert [message.id for message in mock(delay=-1).check()] == ["ai.E101"]
     assert mock().check() == []
+
+
+def test_huge_directives_are_clamped_to_a_bounded_answer():
+    pieces, finish = pieces_and_finish(mock(), ask("[mock:chunks=100000000][mock:delay_ms=0]"))
+    assert len(pieces) == 5000
+    assert finish.usage.completion_tokens == 5000
+    items, error = run(mock(), ask(f"[mock:fail_after={'9' * 10000}]"))
+    assert (len(items), error.code) == (5000, "adapter_error")
+    long_context = ask("word " * 2000 + "[mock:echo_context][mock:chunks=99999]")
+    pieces, _ = pieces_and_finish(mock(), long_context)
+    assert len(pieces) == 5000
+    assert json.loads("".join(pieces)) == long_context
+
+
+def test_a_huge_delay_directive_waits_ten_seconds_at_most(monkeypatch):
+    waits = []
+
+    async def record(seconds):
+        waits.append(seconds)
+
+    monkeypatch.setattr("ai.adapters.mock.asyncio.sleep", record)
+    pieces_and_finish(mock(), ask("[mock:chunks=3][mock:delay_ms=86400000]"))
+    assert waits == [10.0, 10.0]
