@@ -48,6 +48,8 @@ def check_stream_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckM
         errors.append(Error("AI_STREAM_KEEPALIVE must be a number of seconds > 0.", id="ai.E005"))
     if not isinstance(settings.AI_MAX_MESSAGE_CHARS, int) or settings.AI_MAX_MESSAGE_CHARS < 1:
         errors.append(Error("AI_MAX_MESSAGE_CHARS must be a whole number ≥ 1.", id="ai.E006"))
+    if settings.AI_STREAM_ON_DISCONNECT not in ("continue", "interrupt"):
+        errors.append(Error("AI_STREAM_ON_DISCONNECT must be 'continue' or 'interrupt'.", id="ai.E007"))
     return errors
 
 

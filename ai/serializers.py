@@ -1,4 +1,6 @@
-"""The body of a streaming chat request."""
+"""The body and headers of a streaming chat request."""
+
+import re
 
 from django.conf import settings
 from rest_framework import serializers
@@ -16,9 +18,20 @@ class StrictUUIDField(serializers.UUIDField):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """A BooleanField that takes only JSON `true` and `false` (DRF's own also takes "yes", 1…)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class ChatRequestSerializer(serializers.Serializer):
     message = JSONStringField(
-        help_text="The user's message; trimmed, then 1 … AI_MAX_MESSAGE_CHARS characters."
+        required=False,
+        help_text="The user's message; trimmed, then 1 … AI_MAX_MESSAGE_CHARS characters. "
+        "Required unless `regenerate`.",
     )
     conversation_id = StrictUUIDField(
         required=False,
@@ -29,6 +42,11 @@ class ChatRequestSerializer(serializers.Serializer):
         required=False,
         validators=[validate_adapter_alias],
         help_text="An alias of AI_ADAPTERS, for a new conversation only.",
+    )
+    regenerate = StrictBooleanField(
+        required=False,
+        default=False,
+        help_text="Answer the conversation's last user message again (its last answer is replaced).",
     )
 
     def validate_message(self, value: str) -> str:
@@ -42,4 +60,38 @@ class ChatRequestSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 {"adapter": ["A conversation keeps its adapter: give `adapter` only for a new conversation."]}
             )
+        if attrs["regenerate"]:
+            if not attrs.get("conversation_id"):
+                raise serializers.ValidationError(
+                    {"conversation_id": ["`regenerate` needs a conversation_id."]}
+                )
+            if "message" in attrs:
+                raise serializers.ValidationError(
+                    {"message": ["`regenerate` answers again: send no message."]}
+                )
+        elif "message" not in attrs:
+            raise serializers.ValidationError(
+                {"message": [serializers.Field.default_error_messages["required"]]}
+            )
         return attrs
+
+
+IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+
+
+def idempotency_key(request) -> str | None:
+    """The request's `Idempotency-Key` header (None without one), or a 400 naming `idempotency_key`."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise serializers.ValidationError(
+            {"idempotency_key": ["An Idempotency-Key is 1 … 255 printable ASCII characters."]}
+        )
+    return key
+
+
+def last_event_id(request) -> int:
+    """The `Last-Event-ID` header, or `?last_event_id=` (0 without either), or a 400."""
+    raw = request.headers.get("Last-Event-ID", request.query_params.get("last_event_id", "0"))
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
+        raise serializers.ValidationError({"last_event_id": ["A Last-Event-ID is a whole number ≥ 0."]})
+    return int(raw)

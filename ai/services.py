@@ -1,31 +1,29 @@
-"""The spec's `AIGenerationService`: one streaming chat request, from its first write to its last frame.
+"""The spec's `AIGenerationService`: the database side of an answer, from its first write to its last.
 
 `stream_start()` does the checks and the writes that must be committed before the first byte is sent;
-`generate_stream()` (the spec's `AIGenerationService.generate_stream`) is the async generator of SSE
-frames that asks the adapter, renews the stream's heartbeat and writes the end, whatever the end is.
-`streams_sweep()` cleans up after streams whose server process died.
+`answer_renew()` is the heartbeat of a running answer and `answer_finish()` writes its end, once;
+`streams_sweep()` cleans up after answers whose server process died. The generation itself, the task
+that asks the adapter and keeps the answer's events, is in `ai.generations`.
 """
 
-import asyncio
+import hashlib
+import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import aclosing
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import DatabaseError, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from ai.adapters import adapters
-from ai.adapters.base import AdapterError, ChatMessage, Finish, Usage
-from ai.sse import KEEPALIVE, EventEncoder
+from ai.adapters.base import ChatMessage, Usage
 from conversations import services as conversation_services
-from conversations.models import Message
+from conversations.models import Conversation, Message
 from quota import services as quota_services
 
 logger = logging.getLogger("ai.stream")
@@ -39,24 +37,13 @@ class AdapterNotConfigured(Exception):
         self.alias = alias
 
 
-@dataclass(frozen=True)
-class Failure:
-    """Why a stream ended in an `error` event: an `AdapterError`, or a fault of chatsvc itself."""
-
-    code: str
-    message: str
-    retryable: bool
-
-
-NO_USAGE = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
-INTERNAL_ERROR = Failure(
-    "internal_error", "Something went wrong on our side; the answer was not finished.", False
-)
+class IdempotencyKeyMismatch(Exception):
+    """An `Idempotency-Key` already used by the caller for a request with another body."""
 
 
 @dataclass
 class StreamStart:
-    """What `stream_start()` committed, and what the stream needs to go on without the database."""
+    """What `stream_start()` committed, and what the generation needs to go on without the database."""
 
     user: AbstractBaseUser
     conversation_id: uuid.UUID
@@ -67,52 +54,75 @@ class StreamStart:
     context: list[ChatMessage]
 
 
-@dataclass
-class _Progress:
-    """The state of one stream, for its end and its log line."""
+@dataclass(frozen=True)
+class Retry:
+    """An idempotent retry: the answer the first request with this key started."""
 
-    parts: list[str] = field(default_factory=list)
-    finish: Finish | None = None
-    started: float = field(default_factory=time.monotonic)
-    first_chunk_after: float | None = None
-
-    @property
-    def content(self) -> str:
-        return "".join(self.parts)
-
-    @property
-    def usage(self) -> Usage | None:
-        return self.finish.usage if self.finish else None
+    answer_id: uuid.UUID
 
 
-def stream_start(*, user, message: str, conversation_id=None, adapter: str | None = None) -> StreamStart:
-    """Check and write everything a stream needs, in one transaction; then hand the connection back.
+def request_fingerprint(**body) -> str:
+    """The hash of a stream request's body, as an `Idempotency-Key` compares it."""
+    canonical = json.dumps({name: str(value) if value is not None else None for name, value in body.items()})
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
-    Raises `Conversation.DoesNotExist` (not the caller's), `AdapterNotConfigured`, `QuotaExceeded`.
+
+def stream_start(
+    *,
+    user,
+    message: str = "",
+    conversation_id=None,
+    adapter: str | None = None,
+    regenerate: bool = False,
+    create_missing: bool = False,
+    idempotency_key: str | None = None,
+) -> StreamStart | Retry:
+    """Check and write everything an answer needs, in one transaction; then hand the connection back.
+
+    With `idempotency_key`, a request that repeats an earlier one (same key, same body) starts nothing
+    and returns `Retry`; the same key with another body raises `IdempotencyKeyMismatch`. With
+    `create_missing`, a `conversation_id` that does not exist yet starts a conversation with that id.
+    Raises `Conversation.DoesNotExist` (not the caller's), `StreamInProgress`, `NothingToRegenerate`,
+    `AdapterNotConfigured`, `QuotaExceeded`.
     """
-    _sweep_now_and_then()
-    with transaction.atomic():
-        if conversation_id is None:
-            conversation = conversation_services.conversation_create(
-                user=user,
-                adapter=adapter or settings.AI_DEFAULT_ADAPTER,
-                title=conversation_services.title_from_message(message),
-            )
-        else:
-            conversation = conversation_services.conversation_for_exchange(
-                user=user, conversation_id=conversation_id, content=message
-            )
-        if conversation.adapter not in settings.AI_ADAPTERS:
-            raise AdapterNotConfigured(conversation.adapter)
-        reservation = quota_services.quota_reserve(user=user)
-        exchange = conversation_services.exchange_start(
-            conversation=conversation,
-            content=message,
-            context_limit=settings.AI_CONTEXT_MESSAGES,
-            new_conversation=conversation_id is None,
+    key = fingerprint = None
+    if idempotency_key is not None:
+        key = f"{user.pk}:{idempotency_key}"
+        fingerprint = request_fingerprint(
+            message=message, conversation_id=conversation_id, adapter=adapter, regenerate=regenerate
         )
-    # The stream may last minutes: thousands of open streams must not hold thousands of connections.
-    connection.close()
+        if retry := _retry_of(key, fingerprint):
+            return retry
+    _sweep_now_and_then()
+    try:
+        with transaction.atomic():
+            conversation, new = _claim_conversation(user, message, conversation_id, adapter, create_missing)
+            if key and (retry := _retry_of(key, fingerprint)):
+                return retry  # the racing first request committed while this one waited for the row
+            if not new:
+                conversation_services.conversation_ensure_idle(conversation_id=conversation.pk)
+            if conversation.adapter not in settings.AI_ADAPTERS:
+                raise AdapterNotConfigured(conversation.adapter)
+            reservation = quota_services.quota_reserve(user=user)
+            exchange_options = {
+                "conversation": conversation,
+                "context_limit": settings.AI_CONTEXT_MESSAGES,
+                "idempotency_key": key,
+                "fingerprint": fingerprint or "",
+            }
+            if regenerate:
+                exchange = conversation_services.exchange_regenerate(**exchange_options)
+            else:
+                exchange = conversation_services.exchange_start(
+                    content=message, new_conversation=new, **exchange_options
+                )
+    except IntegrityError:
+        if key and (retry := _retry_of(key, fingerprint)):
+            return retry  # a racing request with the same key won
+        raise
+    finally:
+        # The answer may last minutes: thousands of them must not hold thousands of connections.
+        connection.close()
     context = exchange.context
     if settings.AI_SYSTEM_PROMPT:
         context.insert(0, {"role": "system", "content": settings.AI_SYSTEM_PROMPT})
@@ -127,8 +137,44 @@ def stream_start(*, user, message: str, conversation_id=None, adapter: str | Non
     )
 
 
+def _claim_conversation(user, message, conversation_id, adapter, create_missing) -> tuple[Conversation, bool]:
+    """The conversation of a new exchange (row locked, `updated_at` moved), and whether it is new."""
+    title = conversation_services.title_from_message(message)
+    if conversation_id is None:
+        alias = adapter or settings.AI_DEFAULT_ADAPTER
+        return conversation_services.conversation_create(user=user, adapter=alias, title=title), True
+    try:
+        return conversation_services.conversation_for_exchange(
+            user=user, conversation_id=conversation_id, content=message
+        ), False
+    except Conversation.DoesNotExist:
+        if not create_missing:
+            raise
+    try:
+        with transaction.atomic():
+            conversation = conversation_services.conversation_create(
+                user=user, adapter=adapter or settings.AI_DEFAULT_ADAPTER, title=title, id=conversation_id
+            )
+    except IntegrityError:
+        raise Conversation.DoesNotExist from None  # another user's, or created by a racing request
+    return conversation, True
+
+
+def _retry_of(key: str, fingerprint: str) -> Retry | None:
+    answer = conversation_services.answer_for_idempotency_key(key=key, ttl=settings.AI_IDEMPOTENCY_TTL)
+    if answer is None:
+        return None
+    if answer.idempotency_fingerprint != fingerprint:
+        raise IdempotencyKeyMismatch
+    return Retry(answer_id=answer.pk)
+
+
 def _in_transaction(work):
-    """Run `work()` in one transaction on a short-lived connection, from async code."""
+    """Run `work()` in one transaction on a short-lived connection, from async code.
+
+    Not thread-sensitive: a generation outlives the request that started it, and must not hold (or
+    wait for) that request's thread; each call takes a pooled connection and gives it back.
+    """
 
     def run():
         try:
@@ -137,225 +183,58 @@ def _in_transaction(work):
         finally:
             connection.close()
 
-    return sync_to_async(run)()
+    return sync_to_async(run, thread_sensitive=False)()
 
 
-async def _renew(start: StreamStart, content: str) -> bool:
-    """Renew the reservation and the answer's heartbeat (saving the text so far); False if that failed.
-
-    A failed renewal does not end a healthy stream: it is tried again soon, and until the TTL has
-    passed nothing is lost.
-    """
+async def answer_renew(start: StreamStart, content: str) -> None:
+    """Renew the reservation and the answer's heartbeat, saving the text so far (its `content` may
+    lag behind the chunks sent, never run ahead of them)."""
 
     def work():
         quota_services.quota_renew(reservation_id=start.reservation_id)
         conversation_services.message_heartbeat(message_id=start.answer_id, content=content)
 
-    try:
-        await _in_transaction(work)
-    except DatabaseError:
-        logger.warning("stream heartbeat failed conversation=%s", start.conversation_id, exc_info=True)
-        return False
-    return True
+    await _in_transaction(work)
 
 
-RENEW_RETRY = 5.0  # seconds before a failed heartbeat is tried again
+def answer_finish(
+    start: StreamStart, *, content: str, status: str, usage: Usage | None, error=None
+) -> Awaitable[tuple[bool, dict | None]]:
+    """Write the answer's end and settle its reservation, in one transaction.
 
-
-def _finish(
-    start: StreamStart, progress: _Progress, *, status: str, error: AdapterError | Failure | None = None
-):
-    """Write the answer's end and settle its reservation, in one transaction; return `done.quota`."""
-    usage = progress.usage or (NO_USAGE if status == Message.Status.COMPLETE else None)
-    charge = status == Message.Status.COMPLETE or (
+    Returns (written, quota): `written` is False when the end had been written already (the sweep
+    marked the answer interrupted meanwhile); `quota` is the `done` event's quota after a charge.
+    Complete and stopped answers are charged; interrupted ones only under `QUOTA_CHARGE_INTERRUPTED`.
+    """
+    charge = status in (Message.Status.COMPLETE, Message.Status.STOPPED) or (
         status == Message.Status.INTERRUPTED and settings.QUOTA_CHARGE_INTERRUPTED
     )
 
     def work():
-        conversation_services.message_finish(
+        written = conversation_services.message_finish(
             message_id=start.answer_id,
-            content=progress.content,
+            content=content,
             status=status,
-            usage=_usage_dict(usage) if usage else None,
+            usage=usage_dict(usage) if usage else None,
             error_code=error.code if error else "",
             error_message=error.message if error else "",
         )
-        if not charge:
+        if not (written and charge):
             quota_services.quota_release(reservation_id=start.reservation_id)
-            return None
+            return written, None
         tokens = usage.total_tokens if usage else 0
-        return quota_services.quota_commit(reservation_id=start.reservation_id, tokens=tokens).stream_quota
+        status_after = quota_services.quota_commit(reservation_id=start.reservation_id, tokens=tokens)
+        return True, status_after.stream_quota
 
     return _in_transaction(work)
 
 
-def _usage_dict(usage: Usage) -> dict:
+def usage_dict(usage: Usage) -> dict:
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
-
-
-async def _run_to_end(awaitable: Awaitable):
-    """Await `awaitable` to its end even if the calling task is cancelled meanwhile; then re-raise."""
-    task = asyncio.ensure_future(awaitable)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-            break
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
-
-
-async def _with_ticks(iterator: AsyncIterator, *, timeout_at) -> AsyncIterator:
-    """Items of `iterator`, and `None` whenever `timeout_at()` (a monotonic time) passes first.
-
-    One pending `__anext__` task is awaited across ticks (never `wait_for`, whose timeout would
-    cancel the adapter mid-step); leaving early cancels that task, then closes the iterator.
-    """
-    pending: asyncio.Future | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(iterator.__anext__())
-            done, _ = await asyncio.wait({pending}, timeout=max(0.0, timeout_at() - time.monotonic()))
-            if not done:
-                yield None
-                continue
-            step, pending = pending, None
-            try:
-                item = step.result()
-            except StopAsyncIteration:
-                return
-            yield item
-    finally:
-        if pending is not None:
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
-        await iterator.aclose()
-
-
-async def generate_stream(start: StreamStart) -> AsyncIterator[bytes]:
-    """The spec's `AIGenerationService.generate_stream`: the SSE frames of one answer.
-
-    `start` first; the adapter's text as `chunk`s, with keep-alive comments while it is silent and a
-    heartbeat on the reservation and the message every `QUOTA_RESERVATION_TTL / 3`; then `done` once
-    the answer and the quota are committed, or `error`. When the client leaves (the task is cancelled
-    or the generator closed), the adapter is closed at once and the partial answer kept as interrupted.
-    """
-    encoder = EventEncoder()
-    progress = _Progress()
-    outcome = "interrupted"
-    settled = False  # the end is written (or being written): a late cancel must not write it again
-    keepalive = settings.AI_STREAM_KEEPALIVE
-    renew_every = settings.QUOTA_RESERVATION_TTL / 3
-    next_keepalive = time.monotonic() + keepalive
-    next_renew = time.monotonic() + renew_every
-    try:
-        yield encoder.encode(
-            {
-                "type": "start",
-                "conversation_id": str(start.conversation_id),
-                "user_message_id": str(start.question_id),
-                "message_id": str(start.answer_id),
-            }
-        )
-        deltas = adapters[start.adapter_alias].stream(start.context)
-        ticking = _with_ticks(deltas, timeout_at=lambda: min(next_keepalive, next_renew))
-        async with aclosing(ticking) as items:
-            async for item in items:
-                now = time.monotonic()
-                if now >= next_renew:
-                    next_renew = now + (renew_every if await _renew(start, progress.content) else RENEW_RETRY)
-                if item is None:
-                    if now >= next_keepalive:
-                        yield KEEPALIVE
-                        next_keepalive = now + keepalive
-                elif isinstance(item, Finish):
-                    progress.finish = item
-                else:
-                    if progress.first_chunk_after is None:
-                        progress.first_chunk_after = now - progress.started
-                    progress.parts.append(item)
-                    yield encoder.encode({"type": "chunk", "content": item})
-                    next_keepalive = now + keepalive
-        settled = True
-        quota = await _run_to_end(_finish(start, progress, status=Message.Status.COMPLETE))
-        outcome = "complete"
-        yield encoder.encode(
-            {
-                "type": "done",
-                "message_id": str(start.answer_id),
-                "finish_reason": progress.finish.reason if progress.finish else "stop",
-                "usage": _usage_dict(progress.usage or NO_USAGE),
-                "quota": quota,
-            }
-        )
-    except AdapterError as error:
-        outcome, settled = f"failed:{error.code}", True
-        await _finish_or_leave_to_sweep(start, progress, error)
-        yield _error_frame(encoder, start, error)
-    except (asyncio.CancelledError, GeneratorExit):
-        if not settled:
-            try:
-                await _run_to_end(_finish(start, progress, status=Message.Status.INTERRUPTED))
-            except Exception:  # left to the sweep; the cancellation goes on
-                logger.exception("could not write the end of stream conversation=%s", start.conversation_id)
-        raise
-    except Exception:
-        outcome, settled = "failed:internal_error", True
-        logger.exception(
-            "stream failed user=%s conversation=%s", start.user.get_username(), start.conversation_id
-        )
-        await _finish_or_leave_to_sweep(start, progress, INTERNAL_ERROR)
-        yield _error_frame(encoder, start, INTERNAL_ERROR)
-    finally:
-        _log(start, progress, outcome)
-
-
-async def _finish_or_leave_to_sweep(start: StreamStart, progress: _Progress, error) -> None:
-    """Write a failed answer's end; if even that fails, log it: the stream still ends with its
-    `error` event, and the sweep interrupts the answer and frees the reservation once they expire."""
-    try:
-        await _run_to_end(_finish(start, progress, status=Message.Status.FAILED, error=error))
-    except Exception:
-        logger.exception("could not write the end of stream conversation=%s", start.conversation_id)
-
-
-def _error_frame(encoder: EventEncoder, start: StreamStart, error: AdapterError | Failure) -> bytes:
-    return encoder.encode(
-        {
-            "type": "error",
-            "code": error.code,
-            "message": error.message,
-            "retryable": error.retryable,
-            "message_id": str(start.answer_id),
-        }
-    )
-
-
-def _log(start: StreamStart, progress: _Progress, outcome: str) -> None:
-    usage = progress.usage
-    first = progress.first_chunk_after
-    logger.info(
-        "stream user=%s conversation=%s adapter=%s chunks=%d tokens=%s first_chunk_ms=%s duration_ms=%.0f "
-        "outcome=%s",
-        start.user.get_username(),
-        start.conversation_id,
-        start.adapter_alias,
-        len(progress.parts),
-        usage.total_tokens if usage else "-",
-        f"{first * 1000:.0f}" if first is not None else "-",
-        (time.monotonic() - progress.started) * 1000,
-        outcome,
-    )
 
 
 _last_sweep = time.monotonic()

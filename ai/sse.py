@@ -1,21 +1,31 @@
-"""Server-Sent Events framing: one `id:` line and one `data:` line of JSON per event."""
+"""Server-Sent Events framing of an answer's events: one `id:` line and one `data:` line of JSON each."""
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from django.http import StreamingHttpResponse
 
 KEEPALIVE = b": keep-alive\n\n"
 
 
-class EventEncoder:
-    """Numbers the events of one stream (1, 2, 3 …) and encodes each as an SSE frame.
+def encode(event) -> bytes:
+    """One event as an SSE frame. JSON escapes every control character, so `\\r`, `\\n` and `\\0`
+    never appear inside the `data:` field and one event is always exactly one `data:` line."""
+    payload = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
+    return f"id: {event.id}\ndata: {payload}\n\n".encode()
 
-    JSON escapes every control character, so `\\r`, `\\n` and `\\0` never appear inside the
-    `data:` field and one event is always exactly one `data:` line.
-    """
 
-    def __init__(self) -> None:
-        self.last_id = 0
+async def frames(events: AsyncIterator) -> AsyncIterator[bytes]:
+    """The frames of an answer's events (`None`, a quiet while: a keep-alive comment)."""
+    async with aclosing(events):
+        async for event in events:
+            yield KEEPALIVE if event is None else encode(event)
 
-    def encode(self, data: dict) -> bytes:
-        self.last_id += 1
-        payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-        return f"id: {self.last_id}\ndata: {payload}\n\n".encode()
+
+def response(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    """The contract's stream answer: never buffered, never cached, never compressed."""
+    answer = StreamingHttpResponse(frames, content_type="text/event-stream; charset=utf-8")
+    answer["Cache-Control"] = "no-cache"
+    answer["X-Accel-Buffering"] = "no"
+    return answer

@@ -1,11 +1,14 @@
 """The ASGI entry point: HTTP goes to Django (WebSockets, when there are any, to channels consumers).
 
 Starting a server process also sweeps what a dead one left behind (expired reservations, answers
-left streaming), as `manage.py sweep_streams` does.
+left streaming), as `manage.py sweep_streams` does. Stopping it (SIGTERM) first writes the end of
+every answer it still generates (`ai.generations.shutdown`): under daphne from a Twisted "before
+shutdown" trigger (daphne has no ASGI lifespan), under uvicorn from the lifespan's shutdown.
 """
 
 import logging
 import os
+import sys
 import threading
 
 from channels.routing import ProtocolTypeRouter
@@ -40,6 +43,46 @@ def sweep_at_start() -> None:
     thread.join()
 
 
-sweep_at_start()
+async def lifespan(scope, receive, send) -> None:
+    """The ASGI lifespan protocol (uvicorn): nothing to do at start-up; the answers' ends at shutdown."""
+    from ai.generations import shutdown
 
-application = ProtocolTypeRouter({"http": django_application})
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def end_answers_before_daphne_stops() -> None:
+    """Under daphne (its reactor is installed before the application is imported), run the shutdown
+    of the answers before the reactor stops."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or "daphne.server" not in sys.modules:
+        return
+    import asyncio
+
+    from twisted.internet import defer
+
+    from ai.generations import shutdown
+
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(shutdown()))
+    )
+
+
+def start_metrics() -> None:
+    """The database pool's stats, published for /metrics every few seconds (chatsvc.metrics)."""
+    from chatsvc import metrics
+
+    metrics.start_pool_stats_publisher()
+
+
+sweep_at_start()
+end_answers_before_daphne_stops()
+start_metrics()
+
+application = ProtocolTypeRouter({"http": django_application, "lifespan": lifespan})

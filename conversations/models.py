@@ -32,6 +32,7 @@ class Message(models.Model):
         STREAMING = "streaming"
         INTERRUPTED = "interrupted"
         FAILED = "failed"
+        STOPPED = "stopped"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
@@ -48,6 +49,10 @@ class Message(models.Model):
     position = models.PositiveSmallIntegerField(default=0, editable=False)
     # Renewed while the answer streams: the sweep tells a live stream from one whose process died.
     updated_at = models.DateTimeField()
+    # An answer started with an `Idempotency-Key`: "<user pk>:<key>", unique, so two racing retries are
+    # decided by the database; `idempotency_fingerprint` is the hash of the request body it answered.
+    idempotency_key = models.CharField(max_length=300, null=True, blank=True, unique=True, editable=False)
+    idempotency_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         ordering = ["created_at", "position"]

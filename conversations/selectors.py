@@ -3,6 +3,7 @@
 from django.db.models import Count, QuerySet
 
 from conversations.models import Conversation, Message
+from conversations.services import live_streams
 
 
 def conversation_list(*, user) -> QuerySet[Conversation]:
@@ -18,3 +19,23 @@ def message_list(*, conversation: Conversation) -> QuerySet[Message]:
 def conversations_with_message_count() -> QuerySet[Conversation]:
     """Every conversation, with its owner and `message_count`, for the admin."""
     return Conversation.objects.select_related("user").annotate(message_count=Count("messages"))
+
+
+def answer_of(*, user, message_id) -> Message:
+    """One of the user's assistant messages; `Message.DoesNotExist` for a missing one, another user's
+    or a user message."""
+    return Message.objects.get(pk=message_id, role=Message.Role.ASSISTANT, conversation__user=user)
+
+
+def running_answer(*, user, conversation_id) -> Message | None:
+    """The answer the user's conversation is generating now (`streaming` and still renewed), if any."""
+    return (
+        Message.objects.filter(
+            live_streams(),
+            conversation_id=conversation_id,
+            conversation__user=user,
+            role=Message.Role.ASSISTANT,
+        )
+        .order_by("-created_at", "-position")
+        .first()
+    )

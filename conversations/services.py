@@ -20,6 +20,10 @@ class StreamInProgress(Exception):
     """The conversation has an answer that is still streaming."""
 
 
+class NothingToRegenerate(Exception):
+    """A conversation asked to answer again has no user message."""
+
+
 def title_from_message(content: str) -> str:
     """The first line of a message, whitespace collapsed, cut to 60 characters with an ellipsis."""
     first_line = content.strip().split("\n", 1)[0]
@@ -29,8 +33,9 @@ def title_from_message(content: str) -> str:
     return title
 
 
-def conversation_create(*, user, adapter: str, title: str = "") -> Conversation:
-    return Conversation.objects.create(user=user, adapter=adapter, title=title)
+def conversation_create(*, user, adapter: str, title: str = "", id=None) -> Conversation:  # noqa: A002
+    """A new conversation; `id` picks its UUID (an AI SDK chat's), an existing one raises IntegrityError."""
+    return Conversation.objects.create(user=user, adapter=adapter, title=title, **({"id": id} if id else {}))
 
 
 def conversation_update(*, conversation: Conversation, **fields) -> Conversation:
@@ -55,6 +60,13 @@ def conversation_delete(*, conversation: Conversation) -> None:
     if locked.messages.filter(live_streams()).exists():
         raise StreamInProgress
     locked.delete()
+
+
+def conversation_ensure_idle(*, conversation_id) -> None:
+    """Raise `StreamInProgress` when the conversation has a live answer. Called inside the transaction
+    that locked the conversation's row (`conversation_for_exchange`), so one answer runs at a time."""
+    if Message.objects.filter(live_streams(), conversation_id=conversation_id).exists():
+        raise StreamInProgress
 
 
 def conversation_for_exchange(*, user, conversation_id, content: str) -> Conversation:
@@ -98,22 +110,24 @@ class Exchange:
 
 
 def exchange_start(
-    *, conversation: Conversation, content: str, context_limit: int, new_conversation: bool = False
+    *,
+    conversation: Conversation,
+    content: str,
+    context_limit: int,
+    new_conversation: bool = False,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
 ) -> Exchange:
     """Add a user message and its empty, streaming answer, and read the context to send for them.
 
     The context is the conversation's last `context_limit` messages with content, oldest first, the
     new question last (a new conversation has no earlier ones to read). Call inside the caller's
-    transaction: it is one part of starting a stream.
+    transaction: it is one part of starting a stream. An `idempotency_key` taken already raises
+    `IntegrityError` (the caller's transaction is then lost: the racing request won).
     """
     earlier = []
     if not new_conversation and context_limit > 1:
-        earlier = list(
-            Message.objects.filter(conversation_id=conversation.pk)
-            .exclude(content="")
-            .order_by("-created_at", "-position")
-            .values_list("role", "content")[: context_limit - 1]
-        )
+        earlier = _recent(conversation_id=conversation.pk, limit=context_limit - 1)
     now = timezone.now()
     question, answer = Message.objects.bulk_create(
         [
@@ -125,20 +139,93 @@ def exchange_start(
                 updated_at=now,
                 position=0,
             ),
-            Message(
-                conversation=conversation,
-                role=Message.Role.ASSISTANT,
-                status=Message.Status.STREAMING,
-                created_at=now,
-                updated_at=now,
-                position=1,
-            ),
+            _new_answer(conversation, now, idempotency_key, fingerprint, position=1),
         ]
     )
     context = [{"role": role, "content": text} for role, text in reversed(earlier)]
     if context_limit > 0:
         context.append({"role": question.role, "content": content})
     return Exchange(question=question, answer=answer, context=context)
+
+
+def exchange_regenerate(
+    *,
+    conversation: Conversation,
+    context_limit: int,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+) -> Exchange:
+    """Answer the conversation's last user message again: its last answer, when it is the last
+    message, is deleted (it is replaced, not sent as context), and a new streaming answer added.
+
+    Raises `NothingToRegenerate` when there is no user message. Call inside the caller's transaction,
+    after `conversation_ensure_idle`.
+    """
+    last = (
+        Message.objects.filter(conversation_id=conversation.pk).order_by("-created_at", "-position").first()
+    )
+    if last is not None and last.role == Message.Role.ASSISTANT:
+        last.delete()
+    question = (
+        Message.objects.filter(conversation_id=conversation.pk, role=Message.Role.USER)
+        .order_by("-created_at", "-position")
+        .first()
+    )
+    if question is None:
+        raise NothingToRegenerate
+    earlier = _recent(conversation_id=conversation.pk, limit=context_limit) if context_limit > 0 else []
+    answer = _new_answer(conversation, timezone.now(), idempotency_key, fingerprint, position=0)
+    answer.save(force_insert=True)
+    context = [{"role": role, "content": text} for role, text in reversed(earlier)]
+    return Exchange(question=question, answer=answer, context=context)
+
+
+def _recent(*, conversation_id, limit: int) -> list[tuple[str, str]]:
+    """The conversation's last `limit` (role, content) pairs with content, newest first."""
+    return list(
+        Message.objects.filter(conversation_id=conversation_id)
+        .exclude(content="")
+        .order_by("-created_at", "-position")
+        .values_list("role", "content")[:limit]
+    )
+
+
+def _new_answer(conversation, now, idempotency_key, fingerprint, *, position: int) -> Message:
+    return Message(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        created_at=now,
+        updated_at=now,
+        position=position,
+        idempotency_key=idempotency_key,
+        idempotency_fingerprint=fingerprint,
+    )
+
+
+def answer_for_idempotency_key(*, key: str, ttl: float) -> Message | None:
+    """The answer started with `key` ("<user pk>:<key>") within the last `ttl` seconds, or None.
+
+    An older one gives its key up (so a new request may take it)."""
+    answer = Message.objects.filter(idempotency_key=key).first()
+    if answer is not None and answer.created_at < timezone.now() - timedelta(seconds=ttl):
+        Message.objects.filter(pk=answer.pk).update(idempotency_key=None)
+        return None
+    return answer
+
+
+def question_of(*, answer: Message) -> Message | None:
+    """The user message an answer answers: the conversation's last one up to the answer."""
+    return (
+        Message.objects.filter(
+            Q(created_at__lt=answer.created_at)
+            | Q(created_at=answer.created_at, position__lt=answer.position),
+            conversation_id=answer.conversation_id,
+            role=Message.Role.USER,
+        )
+        .order_by("-created_at", "-position")
+        .first()
+    )
 
 
 def message_finish(
@@ -149,18 +236,22 @@ def message_finish(
     usage: dict | None = None,
     error_code: str = "",
     error_message: str = "",
-) -> None:
-    """Write an answer's final content, status, usage and error; it leaves `streaming` only here."""
+) -> bool:
+    """Write an answer's final content, status, usage and error, if it is still `streaming`; True when
+    this call wrote its end. The end is written once: the owner, a stop and the sweep may race for it."""
     usage = usage or {}
-    Message.objects.filter(pk=message_id).update(
-        content=content,
-        status=status,
-        prompt_tokens=usage.get("prompt_tokens"),
-        completion_tokens=usage.get("completion_tokens"),
-        total_tokens=usage.get("total_tokens"),
-        error_code=error_code,
-        error_message=error_message,
-        updated_at=timezone.now(),
+    return (
+        Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+            content=content,
+            status=status,
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+            total_tokens=usage.get("total_tokens"),
+            error_code=error_code,
+            error_message=error_message,
+            updated_at=timezone.now(),
+        )
+        == 1
     )
 
 

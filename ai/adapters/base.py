@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -107,6 +108,18 @@ class BaseAdapter(ABC):
         It raises an `AdapterError` on failure (possibly after some deltas). Closing it (`aclose()`) or
         cancelling the task iterating it closes its upstream request at once.
         """
+
+    def estimate_usage(self, messages: Sequence[ChatMessage], text: str) -> Usage:
+        """The usage of an answer the upstream did not count (it was cut short, or sent no usage):
+        about four characters a token, OpenAI's rule of thumb for English text."""
+        prompt = math.ceil(len("\n".join(m["content"] for m in messages)) / 4)
+        completion = math.ceil(len(text) / 4)
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            estimated=True,
+        )
 
     def check(self, **kwargs: Any) -> list[CheckMessage]:
         """System-check messages about this adapter's options (run by `manage.py check` and start-up)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -41,11 +40,6 @@ KNOWN_OPTIONS = {
     "extra",
 }
 RESERVED_PARAMETERS = {"model", "messages", "stream", "stream_options"}
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters per token: OpenAI's rule of thumb for English text."""
-    return math.ceil(len(text) / 4)
 
 
 class OpenAIAdapter(BaseAdapter):
@@ -174,14 +168,7 @@ class OpenAIAdapter(BaseAdapter):
                 total_tokens=usage.total_tokens or prompt + completion,
             )
         else:
-            prompt = estimate_tokens("\n".join(m["content"] for m in messages))
-            completion = estimate_tokens("".join(text))
-            counted = Usage(
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                total_tokens=prompt + completion,
-                estimated=True,
-            )
+            counted = self.estimate_usage(messages, "".join(text))
         yield Finish(reason="length" if finish_reason == "length" else "stop", usage=counted)
 
     def _error(self, error: openai.OpenAIError, *, streaming: bool) -> AdapterError:

@@ -175,7 +175,23 @@ def _hang_up_after_chunks(server, token, body, chunks: int) -> tuple[dict, str]:
     return start, received
 
 
-def test_client_hang_up_interrupts_the_answer_and_releases_the_reservation(live_asgi, token, user):
+def test_client_hang_up_leaves_the_answer_running_to_its_end_charged_once(live_asgi, token, user):
+    start, received = _hang_up_after_chunks(
+        live_asgi, token.key, {"message": "[mock:chunks=30][mock:delay_ms=20]"}, chunks=3
+    )
+    answer = wait_for(
+        lambda: Message.objects.filter(pk=start["message_id"]).exclude(status="streaming").first()
+    )
+    assert answer.status == "complete"
+    assert answer.content.startswith(received)
+    assert len(answer.content.split()) == 30
+    assert answer.usage["completion_tokens"] == 30
+    assert Reservation.objects.count() == 0
+    assert Quota.objects.get(user=user).requests_used == 1
+
+
+def test_client_hang_up_interrupts_the_answer_under_on_disconnect_interrupt(asgi_server_factory, token, user):
+    live_asgi = asgi_server_factory(AI_STREAM_ON_DISCONNECT="interrupt")
     start, received = _hang_up_after_chunks(
         live_asgi, token.key, {"message": "[mock:chunks=100][mock:delay_ms=50]"}, chunks=2
     )
@@ -193,7 +209,7 @@ def test_client_hang_up_interrupts_the_answer_and_releases_the_reservation(live_
 
 
 def test_client_hang_up_is_charged_when_quota_charge_interrupted_is_set(asgi_server_factory, token, user):
-    server = asgi_server_factory(QUOTA_CHARGE_INTERRUPTED="true")
+    server = asgi_server_factory(QUOTA_CHARGE_INTERRUPTED="true", AI_STREAM_ON_DISCONNECT="interrupt")
     start, _ = _hang_up_after_chunks(
         server, token.key, {"message": "[mock:chunks=100][mock:delay_ms=50]"}, chunks=1
     )

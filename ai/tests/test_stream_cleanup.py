@@ -2,7 +2,6 @@
 
 import asyncio
 import io
-import json
 import time
 from datetime import timedelta
 
@@ -12,7 +11,7 @@ from django.core.management import call_command
 from django.db import DatabaseError
 from django.utils import timezone
 
-from ai import services
+from ai import generations, services
 from ai.tests.sse_client import events
 from conversations import services as conversation_services
 from conversations.models import Message
@@ -25,14 +24,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def stream_in_process(user, message: str) -> list[dict]:
-    """Start a stream and read all its events, in this process (no server)."""
+    """Start an answer and read all its events, in this process (no server)."""
     start = services.stream_start(user=user, message=message)
 
     async def read():
-        return [frame async for frame in services.generate_stream(start)]
+        generation = await generations.generation_start(start)
+        events_ = [event.data async for event in generation.read(0) if event is not None]
+        await generation.task
+        return events_
 
-    frames = asyncio.run(read())
-    return [json.loads(frame.split(b"data: ", 1)[1]) for frame in frames if b"data: " in frame]
+    return asyncio.run(read())
 
 
 def fail(*args, **kwargs):
@@ -54,13 +55,20 @@ def test_an_unwritable_end_still_ends_the_stream_with_an_error_event(user, monke
 
 
 def test_a_failed_heartbeat_does_not_end_a_healthy_stream(user, settings, monkeypatch):
-    settings.QUOTA_RESERVATION_TTL = 0.3  # a heartbeat every 0.1 s
-    monkeypatch.setattr(quota_services, "quota_renew", fail)
+    settings.QUOTA_RESERVATION_TTL = 0.3  # a heartbeat every 0.1 s, retried as often when it fails
+    attempts = []
+
+    def failing_renew(**kwargs):
+        attempts.append(kwargs)
+        fail()
+
+    monkeypatch.setattr(quota_services, "quota_renew", failing_renew)
 
     events_ = stream_in_process(user, "[mock:chunks=5][mock:delay_ms=80]")
 
     assert [event["type"] for event in events_] == ["start"] + ["chunk"] * 5 + ["done"]
     assert Message.objects.get(pk=events_[0]["message_id"]).status == "complete"
+    assert len(attempts) >= 2, "the renewal was tried again after it failed"
 
 
 def test_streams_starting_sweep_what_a_crashed_process_left(asgi_server_factory, token, user, other_user):

@@ -72,9 +72,38 @@ def test_upstream_refusal_is_a_non_retryable_error_without_secrets(openai_server
     assert "sk-test-secret" not in error["message"]
 
 
-def test_client_hang_up_closes_the_upstream_request_at_once(openai_server, fake_openai, token):
+def test_a_stop_closes_the_upstream_request_at_once(openai_server, fake_openai, token):
     body = {"message": "Hi [fake:chunks=200][fake:delay_ms=50]"}
     with httpx.Client(timeout=30) as client, stream(client, openai_server.url, token.key, body) as response:
+        frames = iter_frames(response)
+        start = next(frames).data
+        next(frames)
+        stopped = client.post(
+            f"{openai_server.url}/api/ai/chat/stream/{start['message_id']}/stop",
+            headers={"Authorization": f"Token {token.key}"},
+        )
+        rest = list(frames)
+    assert stopped.status_code == 200
+    assert stopped.json()["status"] == "stopped"
+    assert fake_openai.wait_for_disconnect(timeout=1)
+    assert fake_openai.requests[-1].pieces_sent < 200
+    assert rest[-1].data["type"] == "done"
+    assert rest[-1].data["finish_reason"] == "stopped"
+    assert rest[-1].data["usage"]["total_tokens"] > 0  # estimated: the upstream never reported it
+
+
+def test_client_hang_up_closes_the_upstream_request_under_on_disconnect_interrupt(
+    asgi_server_factory, fake_openai, token
+):
+    server = asgi_server_factory(
+        AI_DEFAULT_ADAPTER="openai",
+        OPENAI_BASE_URL=fake_openai.base_url,
+        OPENAI_API_KEY="sk-test-secret",
+        OPENAI_MODEL="fake-model",
+        AI_STREAM_ON_DISCONNECT="interrupt",
+    )
+    body = {"message": "Hi [fake:chunks=200][fake:delay_ms=50]"}
+    with httpx.Client(timeout=30) as client, stream(client, server.url, token.key, body) as response:
         frames = iter_frames(response)
         start = next(frames).data
         next(frames)
