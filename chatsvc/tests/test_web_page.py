@@ -1,7 +1,10 @@
 """The web chat page at `/`, driven in a real Chromium against a live daphne on the test database."""
 
+import contextlib
 import json
 import re
+import socket
+import threading
 import time
 from datetime import datetime
 
@@ -13,6 +16,9 @@ from quota.models import Quota
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SLOW_ANSWER = "[mock:chunks=30][mock:delay_ms=50]"
+RELOADED_ANSWER = "[mock:chunks=30][mock:delay_ms=100]"
+LONG_ANSWER = "[mock:chunks=400][mock:delay_ms=50] a long one"
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 HOSTILE_IMAGE = '<img src=x onerror="window.__xss=1">'
 
 
@@ -32,6 +38,13 @@ def answers(page):
 
 def wait_for_status(answer, status: str) -> None:
     expect(answer).to_have_attribute("data-status", status)
+
+
+def wait_for_words(answer, count: int) -> list[str]:
+    """The answer's words, once it shows at least `count` of them."""
+    body = answer.locator(".message-body")
+    expect(body).to_have_text(re.compile(rf"^\s*(\S+\s+){{{count - 1}}}\S"))
+    return body.text_content().split()
 
 
 def current_conversation_id(page) -> str:
@@ -167,60 +180,203 @@ def test_enter_sends_and_shift_enter_starts_a_new_line(chat_page):
     expect(box).to_have_value("")
 
 
-def test_stop_interrupts_the_answer_and_the_api_says_interrupted(chat_page):
+def test_a_reload_mid_answer_shows_the_text_so_far_and_types_on_to_the_end(chat_page):
     page = chat_page
-    send(page, "[mock:chunks=400][mock:delay_ms=50] a long one")
-    answer = answers(page).last
-    expect(answer.locator(".message-body")).to_have_text(re.compile(r"\w+ \w+ \w+"))
-
-    page.get_by_role("button", name="Stop").click()
-
-    wait_for_status(answer, "interrupted")
-    expect(answer.locator(".message-note")).to_contain_text("Interrupted")
-    expect(compose(page)).to_be_enabled()
+    send(page, RELOADED_ANSWER)
+    before = wait_for_words(answers(page).last, 5)
     conversation_id = current_conversation_id(page)
-    deadline = time.monotonic() + 10
-    while (status := api_messages(page, conversation_id)[1]["status"]) == "streaming":
-        assert time.monotonic() < deadline, "the answer is still streaming on the server"
-        time.sleep(0.1)
-    assert status == "interrupted"
+    reads = []
+    page.on("request", lambda r: "/api/ai/chat/stream/" in r.url and reads.append(r))
 
     page.reload()
-    wait_for_status(answers(page).last, "interrupted")
-    expect(answers(page).last.locator(".message-note")).to_contain_text("Interrupted")
+
+    answer = answers(page).last
+    body = answer.locator(".message-body")
+    samples = []  # (status, words) as the page shows them, until the answer is complete
+    deadline = time.monotonic() + 20
+    while (status := answer.get_attribute("data-status")) != "complete":
+        assert time.monotonic() < deadline, f"the answer did not complete: {samples[-1:]}"
+        samples.append((status, body.text_content().split()))
+        time.sleep(0.01)
+    final = body.text_content().strip()
+
+    typing = [words for status, words in samples if status == "streaming"]
+    assert any(words[: len(before)] == before for words in typing), (before, typing[:3])
+    assert len({len(words) for words in typing if len(words) >= len(before)}) >= 2, "it stopped typing"
+    assert [len(words) for words in typing] == sorted(len(words) for words in typing)
+    assert len(final.split()) == 30  # nothing twice, nothing missing
+    stored = api_messages(page, conversation_id)
+    assert [(m["role"], m["status"]) for m in stored] == [("user", "complete"), ("assistant", "complete")]
+    assert stored[1]["content"] == final
+    assert [r.url.rsplit("/", 1)[1] for r in reads] == [stored[1]["id"]]
+    assert reads[0].method == "GET"
+    expect(compose(page)).to_be_enabled()
 
 
-def test_an_error_event_is_shown_with_retry_and_retry_sends_again(chat_page):
+def test_the_send_button_stays_disabled_while_the_answer_streams_also_after_a_reload(chat_page):
+    page = chat_page
+    send(page, LONG_ANSWER)
+    answer = answers(page).last
+    expect(compose(page)).to_be_disabled()
+    expect(page.locator("#send")).to_be_disabled()
+    wait_for_words(answer, 3)
+
+    page.reload()
+
+    answer = answers(page).last
+    wait_for_status(answer, "streaming")
+    expect(compose(page)).to_be_disabled()
+    expect(page.locator("#send")).to_be_disabled()
+    stop = page.get_by_role("button", name="Stop")
+    expect(stop).to_be_visible()
+    shown = len(wait_for_words(answer, 1))
+    wait_for_words(answer, shown + 3)  # still typing
+    expect(compose(page)).to_be_disabled()
+
+    stop.click()
+
+    wait_for_status(answer, "stopped")
+    expect(compose(page)).to_be_enabled()
+    expect(page.locator("#send")).to_be_enabled()
+    assert api_messages(page, current_conversation_id(page))[1]["status"] == "stopped"
+
+
+def test_stop_calls_the_stop_endpoint_and_the_answer_ends_stopped_with_its_partial_text(chat_page):
+    page = chat_page
+    send(page, LONG_ANSWER)
+    answer = answers(page).last
+    wait_for_words(answer, 3)
+
+    with page.expect_response(re.compile(r"/api/ai/chat/stream/[0-9a-f-]{36}/stop$")) as stopped:
+        page.get_by_role("button", name="Stop").click()
+
+    assert stopped.value.status == 200
+    assert stopped.value.request.method == "POST"
+    assert stopped.value.request.headers["x-csrftoken"]
+    wait_for_status(answer, "stopped")
+    expect(answer.locator(".message-note")).to_contain_text("Stopped")
+    expect(compose(page)).to_be_enabled()
+    partial = answer.locator(".message-body").text_content().strip()
+    assert 3 <= len(partial.split()) < 400
+    stored = api_messages(page, current_conversation_id(page))[1]
+    assert stored["id"] == answer.get_attribute("data-message-id")
+    assert (stored["status"], stored["content"]) == ("stopped", partial)
+    assert stopped.value.json()["status"] == "stopped"
+
+    page.reload()
+    wait_for_status(answers(page).last, "stopped")
+    expect(answers(page).last.locator(".message-note")).to_contain_text("Stopped")
+    expect(answers(page).last.locator(".message-body")).to_have_text(partial)
+
+
+def test_retry_on_a_failed_answer_regenerates_it_in_place(chat_page):
     page = chat_page
     posts = []
     page.on("request", lambda r: r.url.endswith("/api/ai/chat/stream") and posts.append(r))
     send(page, "[mock:fail_after=2] please")
-
-    first = answers(page).last
-    wait_for_status(first, "failed")
-    expect(first.get_by_role("alert")).to_contain_text("The mock adapter failed mid-answer")
-    expect(first.locator(".message-body")).not_to_have_text("")
-    retry = first.get_by_role("button", name="Retry")
-    expect(retry).to_be_visible()
-    assert len(posts) == 1
-
-    retry.click()
-
-    expect(answers(page)).to_have_count(2)
-    wait_for_status(answers(page).last, "failed")
-    assert len(posts) == 2
+    answer = answers(page).last
+    wait_for_status(answer, "failed")
+    expect(answer.get_by_role("alert")).to_contain_text("The mock adapter failed mid-answer")
+    expect(answer.locator(".message-body")).not_to_have_text("")
+    failed_id = answer.get_attribute("data-message-id")
+    element = answer.element_handle()
     conversation_id = current_conversation_id(page)
-    assert posts[1].post_data_json == {
-        "message": "[mock:fail_after=2] please",
-        "conversation_id": conversation_id,
-    }
-    stored = api_messages(page, conversation_id)
-    assert [(m["role"], m["status"]) for m in stored] == [
-        ("user", "complete"),
-        ("assistant", "failed"),
-        ("user", "complete"),
-        ("assistant", "failed"),
+
+    answer.get_by_role("button", name="Retry").click()
+
+    # The mock reads its directives from the newest user message, so the new answer fails again.
+    expect(answer).not_to_have_attribute("data-message-id", failed_id)
+    wait_for_status(answer, "failed")
+    assert element.evaluate("node => node.isConnected")  # the same place on the page
+    expect(answers(page)).to_have_count(1)
+    expect(page.locator(".message-user")).to_have_count(1)
+    assert [r.post_data_json for r in posts] == [
+        {"message": "[mock:fail_after=2] please"},
+        {"conversation_id": conversation_id, "regenerate": True},
     ]
+    stored = api_messages(page, conversation_id)
+    assert [(m["role"], m["status"]) for m in stored] == [("user", "complete"), ("assistant", "failed")]
+    assert stored[1]["id"] == answer.get_attribute("data-message-id") != failed_id
+
+    page.reload()  # a stored failed answer offers Retry too
+    answer = answers(page).last
+    wait_for_status(answer, "failed")
+    answer.get_by_role("button", name="Retry").click()
+
+    expect(answer).not_to_have_attribute("data-message-id", stored[1]["id"])
+    wait_for_status(answer, "failed")
+    assert len(posts) == 3
+    assert posts[2].post_data_json == {"conversation_id": conversation_id, "regenerate": True}
+    again = api_messages(page, conversation_id)
+    assert [m["role"] for m in again] == ["user", "assistant"]
+    assert again[1]["id"] == answer.get_attribute("data-message-id")
+    keys = [r.headers["idempotency-key"] for r in posts]
+    assert all(UUID.match(key) for key in keys), keys
+    assert len(set(keys)) == 3  # one key per user action
+
+
+def test_a_send_that_fails_on_the_network_is_sent_again_with_its_idempotency_key(
+    chat_page, expected_console_errors
+):
+    expected_console_errors.append("ERR_CONNECTION_RESET")  # the cut connection, logged by the browser
+    page = chat_page
+    keys = []
+
+    def lose_the_first_answer(route):
+        keys.append(route.request.headers["idempotency-key"])
+        if len(keys) == 1:
+            route.fetch()  # the server gets the request and answers it in full…
+            route.abort("connectionreset")  # …but the page never sees the answer
+        else:
+            route.continue_()
+
+    page.route("**/api/ai/chat/stream", lose_the_first_answer)
+    send(page, "only once, please")
+
+    answer = answers(page).last
+    wait_for_status(answer, "complete")
+    assert len(keys) == 2
+    assert keys[0] == keys[1]
+    stored = api_messages(page, current_conversation_id(page))
+    assert [(m["role"], m["status"]) for m in stored] == [("user", "complete"), ("assistant", "complete")]
+    assert stored[1]["content"] == answer.locator(".message-body").text_content().strip()
+    expect(page.locator(".message")).to_have_count(2)
+
+
+def test_a_message_sent_while_another_tab_is_answering_is_refused_politely(chat_page):
+    page = chat_page
+    send(page, "hello")
+    wait_for_status(answers(page).last, "complete")
+    conversation_id = current_conversation_id(page)
+    other = page.context.new_page()
+    other.goto(f"/#{conversation_id}")
+    wait_for_status(answers(other).last, "complete")
+    send(page, LONG_ANSWER)
+    wait_for_words(answers(page).last, 3)
+
+    send(other, "me too")
+
+    notice = other.locator("#page-notice")
+    expect(notice).to_contain_text("This conversation is still writing an answer.")
+    expect(notice).to_have_attribute("role", "status")
+    expect(compose(other)).to_have_value("me too")
+    expect(compose(other)).to_be_disabled()
+    expect(other.locator(".message-user .message-body")).to_have_text(["hello", LONG_ANSWER])
+    wait_for_status(answers(other).last, "streaming")
+    wait_for_words(answers(other).last, 3)
+    assert [m["content"] for m in api_messages(page, conversation_id) if m["role"] == "user"] == [
+        "hello",
+        LONG_ANSWER,
+    ]
+
+    other.get_by_role("button", name="Stop").click()  # one reader stops the answer for every reader
+
+    wait_for_status(answers(other).last, "stopped")
+    wait_for_status(answers(page).last, "stopped")
+    expect(compose(page)).to_be_enabled()
+    expect(compose(other)).to_be_enabled()
+    expect(compose(other)).to_have_value("me too")
+    other.close()
 
 
 def test_with_one_request_left_the_second_message_shows_when_the_quota_resets(
@@ -243,6 +399,145 @@ def test_with_one_request_left_the_second_message_shows_when_the_quota_resets(
     wait_for_status(refusal, "quota")
     expect(refusal.get_by_role("alert")).to_contain_text(f"Your quota is used up. It resets at {at} UTC")
     expect(page.locator(".message-user .message-note").last).to_have_text("Not sent.")
+    expect(compose(page)).to_be_enabled()
+
+
+# --- A dropped connection: the answer goes on on the server, the page reads on ------------------
+
+
+class CuttableProxy:
+    """A TCP proxy between the browser and a live server whose connections a test can cut, and whose
+    network it can take away (`hold`: every new connection is closed at once) and give back."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.held = False
+        self.lock = threading.Lock()
+        self.sockets: set[socket.socket] = set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            if self.held:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.port))
+            with self.lock:
+                self.sockets |= {client, upstream}
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            self._shut(sock)
+
+    def _shut(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with self.lock:
+            self.sockets.discard(sock)
+
+    def cut(self) -> None:
+        """End every open connection, mid-answer or not."""
+        with self.lock:
+            sockets = list(self.sockets)
+        for sock in sockets:
+            self._shut(sock)
+
+    def hold(self) -> None:
+        self.held = True
+
+    def release(self) -> None:
+        self.held = False
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+@pytest.fixture
+def proxied_chat_page(chromium, user, log_in):
+    """`proxied_chat_page(server)` → (page, proxy): the chat page, logged in, reaching `server` through a
+    CuttableProxy. At teardown: no uncaught page errors."""
+    opened = []
+
+    def open_page(server):
+        proxy = CuttableProxy(server.port)
+        context = chromium.new_context(base_url=proxy.url, viewport={"width": 1200, "height": 800})
+        context.set_default_timeout(15_000)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        opened.append((proxy, context, errors))
+        log_in(page)
+        return page, proxy
+
+    yield open_page
+    for proxy, context, errors in opened:
+        context.close()
+        proxy.close()
+        assert errors == []
+
+
+def test_an_answer_whose_connection_drops_is_read_on_from_the_last_event_seen(proxied_chat_page, live_asgi):
+    page, proxy = proxied_chat_page(live_asgi)
+    send(page, RELOADED_ANSWER)
+    answer = answers(page).last
+    before = wait_for_words(answer, 5)
+    reads = []
+    page.on("request", lambda r: "/api/ai/chat/stream/" in r.url and reads.append(r))
+
+    proxy.cut()
+
+    wait_for_status(answer, "complete")
+    final = answer.locator(".message-body").text_content().strip()
+    assert final.split()[: len(before)] == before
+    assert len(final.split()) == 30  # nothing twice, nothing missing
+    stored = api_messages(page, current_conversation_id(page))
+    assert [(m["role"], m["status"]) for m in stored] == [("user", "complete"), ("assistant", "complete")]
+    assert stored[1]["content"] == final
+    assert reads, "the answer was not read again"
+    assert reads[0].method == "GET"
+    assert reads[0].url.endswith(f"/api/ai/chat/stream/{stored[1]['id']}")
+    assert int(reads[0].headers["last-event-id"]) >= 1 + len(before)  # `start`, then one chunk a word
+
+
+def test_after_the_page_gives_up_reconnecting_retry_shows_the_answer_as_stored(
+    proxied_chat_page, asgi_server_factory
+):
+    server = asgi_server_factory(AI_STREAM_REPLAY_TTL="0")  # an ended answer's events are not kept
+    page, proxy = proxied_chat_page(server)
+    send(page, RELOADED_ANSWER)
+    answer = answers(page).last
+    wait_for_words(answer, 5)
+    conversation_id = current_conversation_id(page)
+
+    proxy.hold()  # no network, for longer than the page keeps trying
+    proxy.cut()
+
+    expect(answer).to_have_attribute("data-status", "disconnected", timeout=30_000)
+    expect(answer.get_by_role("alert")).to_contain_text("The connection to the service was lost.")
+    direct = page.request.get(f"{server.url}/api/conversations/{conversation_id}/messages/")
+    stored = direct.json()["results"][1]
+    assert stored["status"] == "complete"  # the answer went on without the page
+    proxy.release()
+    with page.expect_response(re.compile(r"/api/ai/chat/stream/[0-9a-f-]{36}$")) as read:
+        answer.get_by_role("button", name="Retry").click()
+
+    assert read.value.status == 204
+    wait_for_status(answer, "complete")
+    expect(answer.locator(".message-body")).to_have_text(stored["content"])
     expect(compose(page)).to_be_enabled()
 
 

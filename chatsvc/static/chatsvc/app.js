@@ -1,5 +1,8 @@
 // The chatsvc web chat. It talks to the service only through the public API (docs/api.md):
 // the session cookie authenticates, and every unsafe request carries the CSRF token.
+// An answer lives on the server, not in the request that asked for it: the page follows it (the POST,
+// then `GET /api/ai/chat/stream/<id>` after a reload or a dropped connection), stops it with the stop
+// endpoint and retries a failed one with `regenerate`. API.md's "Live answers" is the contract.
 // Answers are Markdown, parsed by the vendored `marked` and sanitized by the vendored `DOMPurify`;
 // user messages are plain text. Nothing from a message reaches the page as unsanitized HTML.
 
@@ -9,8 +12,16 @@ const API = {
   messages: (id) => `/api/conversations/${id}/messages/?page_size=200`,
   quota: "/api/quota/",
   stream: "/api/ai/chat/stream",
+  answer: (id) => `/api/ai/chat/stream/${id}`,
+  stop: (id) => `/api/ai/chat/stream/${id}/stop`,
 };
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+// The waits before each new attempt to reach an answer whose connection failed; then the page gives up.
+const RECONNECT_DELAYS = [500, 1000, 2000, 4000, 8000];
+// No byte for this long (the server sends a keep-alive every 15 s): the connection is dead, open another.
+const STALL_MS = 45_000;
+// The error codes another attempt may cure (API.md, "Error codes").
+const RETRYABLE = new Set(["adapter_error", "adapter_timeout", "rate_limited", "adapter_unavailable", "interrupted"]);
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -44,7 +55,9 @@ const ui = {
 const state = {
   conversations: [],
   currentId: null,
-  // The answer being streamed: {controller, conversationId, messageId, view, text, ended}.
+  // The conversation whose messages are being fetched: nothing is sent until they are shown.
+  loading: null,
+  // The answer the page follows (see newStream), always in the conversation shown; null when none.
   stream: null,
 };
 
@@ -104,28 +117,32 @@ async function requestAll(url) {
 
 /**
  * The events of a Server-Sent Events body, as the contract frames them: `id:` and `data:` lines,
- * a blank line ending each event, `:` comment lines (keep-alives) ignored. Yields parsed `data`.
+ * a blank line ending each event, `:` comment lines (keep-alives) ignored. Yields `{id, data}` (`data`
+ * parsed, `id` the last one seen, as EventSource keeps it); `onBytes` is called whenever bytes arrive.
  */
-async function* readEvents(body) {
+async function* readEvents(body, onBytes) {
   const reader = body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
   let data = [];
+  let id = null;
   for (;;) {
     const { value, done } = await reader.read();
+    onBytes();
     buffer += done ? decoder.decode() : decoder.decode(value, { stream: true });
     let newline;
     while ((newline = buffer.indexOf("\n")) !== -1) {
       const line = buffer.slice(0, newline).replace(/\r$/, "");
       buffer = buffer.slice(newline + 1);
       if (line === "") {
-        if (data.length) yield JSON.parse(data.join("\n"));
+        if (data.length) yield { id, data: JSON.parse(data.join("\n")) };
         data = [];
       } else if (!line.startsWith(":")) {
         const colon = line.indexOf(":");
         const field = colon === -1 ? line : line.slice(0, colon);
         const fieldValue = colon === -1 ? "" : line.slice(colon + 1).replace(/^ /, "");
         if (field === "data") data.push(fieldValue);
+        else if (field === "id" && /^\d+$/.test(fieldValue)) id = Number(fieldValue);
       }
     }
     if (done) return;
@@ -212,8 +229,11 @@ async function loadQuota() {
 
 // --- Page notices ---------------------------------------------------------------------------
 
-function showNotice(text) {
+/** A notice above the messages: an error (an alert), or `polite` news that is no fault. */
+function showNotice(text, { polite = false } = {}) {
   ui.notice.textContent = text;
+  ui.notice.classList.toggle("notice-error", !polite);
+  ui.notice.setAttribute("role", polite ? "status" : "alert");
   ui.notice.hidden = false;
 }
 
@@ -270,6 +290,7 @@ async function loadConversations() {
 }
 
 async function selectConversation(id) {
+  detach();
   clearNotice();
   state.currentId = id;
   history.replaceState(null, "", id ? `#${id}` : window.location.pathname);
@@ -280,11 +301,17 @@ async function selectConversation(id) {
     ui.input.focus();
     return;
   }
+  state.loading = id;
   try {
     const messages = await requestAll(API.messages(id));
-    if (state.currentId === id) showMessages(messages);
+    if (state.currentId !== id) return;
+    const views = showMessages(messages, id);
+    const last = messages.at(-1);
+    if (last?.role === "assistant" && last.status === "streaming") followStored(id, last, views.at(-1));
   } catch (error) {
-    showNotice(`Could not load this conversation: ${error.message}`);
+    if (state.currentId === id) showNotice(`Could not load this conversation: ${error.message}`);
+  } finally {
+    if (state.loading === id) state.loading = null;
   }
 }
 
@@ -330,7 +357,9 @@ async function confirmDelete() {
 
 const STATUS_NOTES = {
   interrupted: "Interrupted — this answer is incomplete.",
+  stopped: "Stopped — this answer is incomplete.",
   streaming: "Still being written…",
+  disconnected: "The connection to the service was lost.",
 };
 
 /** One message's element: {root, body, note}. Assistant text is sanitized Markdown. */
@@ -379,18 +408,29 @@ function setStatus(view, status, { text = STATUS_NOTES[status], retry = null, al
   }
 }
 
-function showMessages(messages) {
-  const views = messages.map((message) => {
-    if (state.stream && message.id === state.stream.messageId) return state.stream.view.root;
+/** The note of a stored message; `retry` is offered when it is a failed or interrupted answer. */
+function storedNote(message, retry = null) {
+  const failed = message.status === "failed";
+  const retryable = message.status === "interrupted" || (failed && RETRYABLE.has(message.error?.code));
+  const note = { retry: retryable ? retry : null };
+  if (failed) note.text = message.error ? `Failed — ${message.error.message}` : "Failed.";
+  return note;
+}
+
+/** Show a conversation's stored messages; returns their views. Its last answer may be retried. */
+function showMessages(messages, conversationId) {
+  const views = messages.map((message, index) => {
     const view = messageView(message.role, message.content);
-    const error = message.error ? `Failed — ${message.error.message}` : "Failed.";
-    setStatus(view, message.status, message.status === "failed" ? { text: error } : {});
-    return view.root;
+    view.root.dataset.messageId = message.id;
+    const last = index === messages.length - 1 && message.role === "assistant";
+    setStatus(view, message.status, storedNote(message, last ? () => regenerate(conversationId, view) : null));
+    return view;
   });
-  ui.messages.replaceChildren(...views);
+  ui.messages.replaceChildren(...views.map((view) => view.root));
   ui.emptyChat.hidden = messages.length > 0;
   if (!messages.length) ui.messages.append(ui.emptyChat);
   scrollToEnd(true);
+  return views;
 }
 
 function appendView(view) {
@@ -404,81 +444,171 @@ function scrollToEnd(force = false) {
   if (force || distance < 120) ui.messages.scrollTop = ui.messages.scrollHeight;
 }
 
-// --- Sending and streaming ------------------------------------------------------------------
+// --- Sending and following answers ----------------------------------------------------------
 
 function setStreaming(streaming) {
   ui.input.disabled = streaming;
+  ui.send.disabled = streaming;
   ui.send.hidden = streaming;
   ui.stop.hidden = !streaming;
+  ui.stop.disabled = false;
   ui.remove.disabled = streaming;
   if (streaming) ui.stop.focus();
   else ui.input.focus();
 }
 
-async function send(text) {
-  if (state.stream) return;
-  clearNotice();
-  const question = messageView("user", text);
-  const answer = messageView("assistant");
-  answer.body.setAttribute("aria-live", "polite");
-  answer.body.setAttribute("aria-busy", "true");
-  setStatus(answer, "streaming", { text: "" });
-  appendView(question);
-  appendView(answer);
+/** A random (v4) UUID, also where `crypto.randomUUID` is missing (it needs a secure context). */
+function newKey() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
 
+/**
+ * An answer the page follows: its view, its text so far and the last event id read (a dropped
+ * connection reads on from there). `open` sends the request that starts it — again, with the same
+ * Idempotency-Key, when its connection failed before the answer's first event. `refused` shows a
+ * start the service refused (nothing was stored).
+ */
+function newStream({ conversationId, view, messageId = null, shown = 0 }) {
   const stream = {
-    controller: new AbortController(),
-    conversationId: state.currentId,
-    messageId: null,
-    view: answer,
+    conversationId,
+    view,
+    messageId,
+    open: null,
+    refused: (error) => finishAnswer(stream, "failed", { text: error.message, alert: true }),
     text: "",
+    shown, // the length of the text shown from the database: a replay is drawn once it is as long
+    lastEventId: 0,
+    connection: null,
     ended: false,
+    detached: false,
+    stopping: false,
     rendering: false,
+    quotaSeen: false,
   };
+  // Settled by the `start` event (the answer's id, which a stop needs) or by the end of following.
+  stream.started = new Promise((resolve) => (stream.markStarted = resolve));
+  if (messageId) stream.markStarted();
+  return stream;
+}
+
+function connect(stream, url, init) {
+  stream.connection = new AbortController();
+  return fetch(url, { ...init, credentials: "same-origin", signal: stream.connection.signal });
+}
+
+/** The POST that starts an answer: one key for this user action, reused by every attempt. */
+function answerRequest(stream, body) {
+  const headers = headersFor("POST", { json: true, accept: "text/event-stream" });
+  headers["Idempotency-Key"] = newKey();
+  return () => connect(stream, API.stream, { method: "POST", headers, body: JSON.stringify(body) });
+}
+
+/** Read the answer again, after the last event seen (all of it, from a reload). */
+function readAgain(stream) {
+  const headers = headersFor("GET", { accept: "text/event-stream" });
+  if (stream.lastEventId) headers["Last-Event-ID"] = String(stream.lastEventId);
+  return connect(stream, API.answer(stream.messageId), { headers });
+}
+
+/** Wait `ms`, or less when the browser comes back online. */
+function pause(ms) {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      window.removeEventListener("online", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    window.addEventListener("online", done);
+  });
+}
+
+/**
+ * Follow an answer to its end. A connection that ends before the answer does (the answer goes on on
+ * the server) is opened again: the answer is read on from its last event, or, before its first one,
+ * the same POST is sent again. After RECONNECT_DELAYS the page gives up and offers a Retry.
+ */
+async function follow(stream) {
   state.stream = stream;
   setStreaming(true);
-  const retry = () => send(text);
-  let quotaSeen = false;
+  let refusal = null;
+  let failures = 0;
+  while (!stream.ended && !stream.detached) {
+    const reading = Boolean(stream.messageId);
+    const lastSeen = stream.lastEventId;
+    try {
+      const response = await (reading ? readAgain(stream) : stream.open());
+      if (reading && (response.status === 204 || response.status === 404)) await showStoredEnd(stream);
+      else if (response.ok) await readAnswer(stream, response.body);
+      else if (!reading || response.status < 500) refusal = await errorFrom(response);
+      // A 5xx while reading again is the service's passing trouble: try again below.
+    } catch (error) {
+      // The network failed, a stalled connection was closed, or the page left the answer.
+      if (!(error instanceof TypeError || error instanceof ApiError) && error.name !== "AbortError") throw error;
+    }
+    if (refusal || stream.ended || stream.detached) break;
+    failures = stream.lastEventId > lastSeen ? 1 : failures + 1;
+    if (failures > RECONNECT_DELAYS.length) {
+      finishAnswer(stream, "disconnected", { retry: () => resume(stream), alert: true });
+      break;
+    }
+    await pause(RECONNECT_DELAYS[failures - 1]);
+  }
+  stream.markStarted();
+  release(stream);
+  if (refusal) await stream.refused(refusal);
+  if (stream.detached) return;
+  await loadConversations().catch(() => {});
+  if (!stream.quotaSeen) await loadQuota();
+}
+
+/** Read one connection's events into the answer; a connection silent for STALL_MS is closed. */
+async function readAnswer(stream, body) {
+  const { connection } = stream;
+  let timer = null;
+  const watch = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => connection.abort(), STALL_MS);
+  };
+  watch();
   try {
-    const body = { message: text };
-    if (stream.conversationId) body.conversation_id = stream.conversationId;
-    const response = await fetch(API.stream, {
-      method: "POST",
-      headers: headersFor("POST", { json: true, accept: "text/event-stream" }),
-      body: JSON.stringify(body),
-      credentials: "same-origin",
-      signal: stream.controller.signal,
-    });
-    if (!response.ok) {
-      showRefusal(stream, question, await errorFrom(response), retry);
-      return;
-    }
-    for await (const event of readEvents(response.body)) {
-      quotaSeen = handleEvent(stream, event, retry) || quotaSeen;
-    }
-    if (!stream.ended) {
-      finishAnswer(stream, "interrupted", { text: "The connection ended before the answer did.", retry });
-    }
-  } catch (error) {
-    if (error.name === "AbortError") {
-      finishAnswer(stream, "interrupted", { text: "Interrupted — you stopped this answer." });
-    } else {
-      finishAnswer(stream, "interrupted", { text: "The service could not be reached.", retry, alert: true });
+    for await (const { id, data } of readEvents(body, watch)) {
+      if (id !== null && id <= stream.lastEventId) continue; // seen on an earlier connection
+      if (id !== null) stream.lastEventId = id;
+      handleEvent(stream, data);
     }
   } finally {
-    state.stream = null;
-    setStreaming(false);
-    await loadConversations().catch(() => {});
-    if (!quotaSeen) await loadQuota();
+    clearTimeout(timer);
   }
 }
 
-/** Handle one stream event; true when it carried the caller's quota. */
-function handleEvent(stream, event, retry) {
+/** Stop following (another conversation is shown); the answer goes on on the server. */
+function detach() {
+  const stream = state.stream;
+  if (!stream) return;
+  stream.detached = true;
+  stream.connection?.abort();
+  release(stream);
+}
+
+function release(stream) {
+  if (state.stream !== stream) return;
+  state.stream = null;
+  setStreaming(false);
+}
+
+/** Handle one event of the answer. */
+function handleEvent(stream, event) {
   switch (event.type) {
     case "start":
       stream.messageId = event.message_id;
       stream.view.root.dataset.messageId = event.message_id;
+      stream.markStarted();
       if (!stream.conversationId) {
         stream.conversationId = event.conversation_id;
         if (!state.currentId) {
@@ -487,28 +617,31 @@ function handleEvent(stream, event, retry) {
         }
         loadConversations().catch(() => {}); // the new conversation, in the list at once
       }
-      return false;
+      break;
     case "chunk":
       stream.text += event.content;
       scheduleRender(stream);
-      return false;
-    case "done":
-      finishAnswer(stream, "complete", { text: "" });
+      break;
+    case "done": {
+      const stopped = event.finish_reason === "stopped";
+      finishAnswer(stream, stopped ? "stopped" : "complete", stopped ? {} : { text: "" });
+      stream.quotaSeen = true;
       showQuota({
         requestsRemaining: event.quota.requests_remaining,
         tokensRemaining: event.quota.tokens_remaining,
         resetsAt: event.quota.resets_at,
       });
-      return true;
+      break;
+    }
     case "error":
-      finishAnswer(stream, "failed", {
+      finishAnswer(stream, event.code === "interrupted" ? "interrupted" : "failed", {
         text: event.message,
-        retry: event.retryable ? retry : null,
+        retry: event.retryable ? () => regenerate(stream.conversationId, stream.view) : null,
         alert: true,
       });
-      return false;
+      break;
     default:
-      return false;
+      break;
   }
 }
 
@@ -518,7 +651,7 @@ function scheduleRender(stream) {
   stream.rendering = true;
   requestAnimationFrame(() => {
     stream.rendering = false;
-    if (stream.ended) return;
+    if (stream.ended || stream.text.length < stream.shown) return;
     renderMarkdown(stream.view.body, stream.text);
     scrollToEnd();
   });
@@ -533,21 +666,148 @@ function finishAnswer(stream, status, note) {
   scrollToEnd();
 }
 
-/** A stream refused before it started (quota, validation…): nothing was stored. */
-function showRefusal(stream, question, error, retry) {
-  setStatus(question, "unsent", { text: "Not sent." });
-  stream.view.root.classList.add("message-refusal");
-  stream.view.root.querySelector(".message-role").textContent = "chatsvc";
+function showAsStreaming(view) {
+  view.body.setAttribute("aria-live", "polite");
+  view.body.setAttribute("aria-busy", "true");
+  setStatus(view, "streaming", { text: "" });
+}
+
+/** The answer's events are no longer kept: show its end as the messages API stores it. */
+async function showStoredEnd(stream) {
+  const messages = await requestAll(API.messages(stream.conversationId));
+  const message = messages.find((item) => item.id === stream.messageId);
+  if (!message) {
+    selectConversation(stream.conversationId); // replaced or deleted meanwhile: show what is there
+    return;
+  }
+  stream.text = message.content;
+  if (message.status === "streaming") {
+    const text = "This answer cannot be followed any more; reload later to see how it ended.";
+    finishAnswer(stream, "streaming", { text });
+  } else {
+    const last = message === messages.at(-1);
+    finishAnswer(stream, message.status, storedNote(message, last ? retryOf(stream) : null));
+  }
+}
+
+function retryOf(stream) {
+  return () => regenerate(stream.conversationId, stream.view);
+}
+
+/** Send a message; its answer is appended and followed. */
+async function send(text) {
+  if (state.stream) return;
+  clearNotice();
+  dropRetries();
+  const question = messageView("user", text);
+  const answer = messageView("assistant");
+  showAsStreaming(answer);
+  appendView(question);
+  appendView(answer);
+  const stream = newStream({ conversationId: state.currentId, view: answer });
+  const body = { message: text };
+  if (stream.conversationId) body.conversation_id = stream.conversationId;
+  stream.open = answerRequest(stream, body);
+  stream.refused = async (error) => {
+    if (error.code !== "stream_in_progress") return showRefusal(stream, question, error, () => send(text));
+    // Another tab's answer is being written: follow it, and keep the message for later.
+    question.root.remove();
+    answer.root.remove();
+    if (!ui.input.value) ui.input.value = text;
+    autosize();
+    await selectConversation(stream.conversationId);
+    showNotice(`${refusalText(error)} Your message is back in the box: send it when the answer is done.`, {
+      polite: true,
+    });
+  };
+  await follow(stream);
+}
+
+/** Retry the conversation's last answer in place: `regenerate` answers its last user message again. */
+async function regenerate(conversationId, view) {
+  if (state.stream || state.currentId !== conversationId) return;
+  clearNotice();
+  showAsStreaming(view);
+  renderMarkdown(view.body, "");
+  const stream = newStream({ conversationId, view });
+  stream.open = answerRequest(stream, { conversation_id: conversationId, regenerate: true });
+  stream.refused = async (error) => {
+    await selectConversation(conversationId); // nothing changed: the answer as it was
+    showNotice(refusalText(error), { polite: error.code === "stream_in_progress" });
+  };
+  await follow(stream);
+}
+
+/** Follow an answer still being written (after a reload, from another tab) from its first event. */
+function followStored(conversationId, message, view) {
+  showAsStreaming(view);
+  follow(newStream({ conversationId, view, messageId: message.id, shown: message.content.length }));
+}
+
+/** Follow an answer again after the page gave up reaching it (the Retry of a lost connection). */
+function resume(stream) {
+  if (state.stream || state.currentId !== stream.conversationId) return;
+  stream.ended = false;
+  showAsStreaming(stream.view);
+  follow(stream);
+}
+
+/** Stop the answer with the stop endpoint: it ends `stopped`, for every reader of it. */
+async function stopAnswer() {
+  const stream = state.stream;
+  if (!stream || stream.stopping) return;
+  stream.stopping = true;
+  ui.stop.disabled = true;
+  await stream.started;
+  if (!stream.messageId || stream.ended || stream.detached) return;
+  try {
+    const message = await request(API.stop(stream.messageId), { method: "POST" });
+    // Its readers get the end (`done`, "stopped"); should this page's connection not deliver it, the
+    // end the stop committed is shown. A 202 (still `streaming`) leaves it to the reader.
+    if (message.status === "streaming") return;
+    setTimeout(() => {
+      if (stream.ended || stream.detached) return;
+      stream.text = message.content;
+      finishAnswer(stream, message.status, storedNote(message));
+      stream.connection?.abort();
+    }, 3000);
+  } catch (error) {
+    showNotice(`Could not stop the answer: ${error.message}`);
+    if (state.stream === stream) {
+      stream.stopping = false;
+      ui.stop.disabled = false;
+    }
+  }
+}
+
+/** A new message makes the older answers' Retry wrong: `regenerate` answers the last user message. */
+function dropRetries() {
+  for (const button of ui.messages.querySelectorAll(".retry")) button.remove();
+}
+
+function refusalText(error) {
   if (error.code === "quota_exceeded") {
     const resetsAt = new Date(Date.now() + error.retryAfter * 1000);
     const when = error.retryAfter
       ? `It resets ${formatReset(resetsAt)} (in ${formatWait(error.retryAfter)}).`
       : "It does not reset by itself.";
-    finishAnswer(stream, "quota", { text: `Your quota is used up. ${when}`, alert: true });
-  } else {
-    const canRetry = error.status >= 500;
-    finishAnswer(stream, "failed", { text: error.message, retry: canRetry ? retry : null, alert: true });
+    return `Your quota is used up. ${when}`;
   }
+  if (error.code === "stream_in_progress") return "This conversation is still writing an answer.";
+  return error.message;
+}
+
+/** A message refused before its answer started (quota, validation…): nothing was stored. */
+function showRefusal(stream, question, error, retry) {
+  setStatus(question, "unsent", { text: "Not sent." });
+  stream.view.root.classList.add("message-refusal");
+  stream.view.root.querySelector(".message-role").textContent = "chatsvc";
+  const quota = error.code === "quota_exceeded";
+  finishAnswer(stream, quota ? "quota" : "failed", {
+    text: refusalText(error),
+    retry: !quota && error.status >= 500 ? retry : null,
+    alert: true,
+  });
 }
 
 // --- Sidebar on narrow screens --------------------------------------------------------------
@@ -576,7 +836,7 @@ function autosize() {
 function submitCompose(event) {
   event.preventDefault();
   const text = ui.input.value.trim();
-  if (!text || state.stream) return;
+  if (!text || state.stream || state.loading) return;
   ui.input.value = "";
   autosize();
   send(text);
@@ -587,7 +847,7 @@ ui.input.addEventListener("input", autosize);
 ui.input.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) submitCompose(event);
 });
-ui.stop.addEventListener("click", () => state.stream?.controller.abort());
+ui.stop.addEventListener("click", stopAnswer);
 ui.newConversation.addEventListener("click", () => {
   closeSidebar();
   selectConversation(null);
