@@ -121,7 +121,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="")
 CHANNEL_LAYERS = {
     "default": (
-        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        # Room for many pulls and replies on a process's channel (ai.relay); the default is 100.
+        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL], "capacity": 10_000}}
         if REDIS_URL
         else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
     )
@@ -211,12 +212,18 @@ AI_CONTEXT_MESSAGES = env.int("AI_CONTEXT_MESSAGES", default=10)
 AI_SYSTEM_PROMPT = env_optional("AI_SYSTEM_PROMPT", str, None)
 AI_MAX_MESSAGE_CHARS = env.int("AI_MAX_MESSAGE_CHARS", default=32000)
 AI_STREAM_KEEPALIVE = env.float("AI_STREAM_KEEPALIVE", default=15.0)
+# Live answers (API.md "Live answers"): what a hang-up of the first reader does, how long an ended
+# answer's events stay readable, how long a reader waits for a silent owner, how long a key is kept.
+AI_STREAM_ON_DISCONNECT = env.str("AI_STREAM_ON_DISCONNECT", default="continue")
+AI_STREAM_REPLAY_TTL = env.float("AI_STREAM_REPLAY_TTL", default=600.0)
+AI_STREAM_OWNER_TIMEOUT = env.float("AI_STREAM_OWNER_TIMEOUT", default=10.0)
+AI_IDEMPOTENCY_TTL = env.float("AI_IDEMPOTENCY_TTL", default=86400.0)
 
 # --- Quota ------------------------------------------------------------------------------------
 QUOTA_PERIOD = env.str("QUOTA_PERIOD", default="day")
 QUOTA_DEFAULT_REQUEST_LIMIT = env_optional("QUOTA_DEFAULT_REQUEST_LIMIT", int, 100)
 QUOTA_DEFAULT_TOKEN_LIMIT = env_optional("QUOTA_DEFAULT_TOKEN_LIMIT", int, None)
-QUOTA_RESERVATION_TTL = env.int("QUOTA_RESERVATION_TTL", default=600)
+QUOTA_RESERVATION_TTL = env.float("QUOTA_RESERVATION_TTL", default=600.0)
 QUOTA_CHARGE_INTERRUPTED = env.bool("QUOTA_CHARGE_INTERRUPTED", default=False)
 
 # --- Logging: one line per event to stderr; operators read the `ai.stream` lines ---------------
