@@ -17,6 +17,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@ $(VENV)/.run
 
+run: export DEBUG ?= true
 run: $(VENV)/.run
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py setup_demo --host $(HOST) --port $(PORT)

@@ -73,7 +73,15 @@ def api(token):
 
 
 # Small pools: a session starts several servers, and PostgreSQL's default max_connections is 100.
-SERVER_DEFAULTS = {"PYTHONUNBUFFERED": "1", "DATABASE_POOL_MIN_SIZE": "1", "DATABASE_POOL_MAX_SIZE": "8"}
+# The servers run the project's settings on a development machine (DEBUG=true: local hosts, the
+# development key), whatever the test process's own environment holds.
+SERVER_DEFAULTS = {
+    "PYTHONUNBUFFERED": "1",
+    "DATABASE_POOL_MIN_SIZE": "1",
+    "DATABASE_POOL_MAX_SIZE": "8",
+    "DJANGO_SETTINGS_MODULE": "chatsvc.settings",
+    "DEBUG": "true",
+}
 
 
 class LiveASGIServer:

@@ -20,16 +20,25 @@ CLEARED = [
     "AI_CONTEXT_MESSAGES",
     "QUOTA_DEFAULT_TOKEN_LIMIT",
     "QUOTA_DEFAULT_REQUEST_LIMIT",
+    "SECURE_PROXY_SSL_HEADER",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "SECURE_HSTS_PRELOAD",
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
 ]
 
 
 @pytest.fixture
 def run_django():
-    """Run `code` with `python -c` after `django.setup()`, in `env` (added to a cleaned environment)."""
+    """Run `code` with `python -c` after `django.setup()`, in `env` added to a cleaned environment
+    of a development machine (`DEBUG=true`); a variable given as None is left unset."""
 
-    def run(code: str, **env: str) -> subprocess.CompletedProcess:
+    def run(code: str, **env: str | None) -> subprocess.CompletedProcess:
         child_env = {key: value for key, value in os.environ.items() if key not in CLEARED}
-        child_env.update(DJANGO_SETTINGS_MODULE="chatsvc.settings", **env)
+        child_env.update({"DJANGO_SETTINGS_MODULE": "chatsvc.settings", "DEBUG": "true", **env})
+        child_env = {key: value for key, value in child_env.items() if value is not None}
         script = f"import django\ndjango.setup()\n{code}"
         return subprocess.run(
             [sys.executable, "-c", script],

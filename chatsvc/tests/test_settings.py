@@ -46,6 +46,68 @@ def test_production_with_secret_key_and_hosts_starts(run_django):
     assert found == {"DEBUG": False, "ALLOWED_HOSTS": ["a.com", "b.com"]}
 
 
+# A deployment behind an HTTPS proxy, as README "Deployment" configures it.
+PRODUCTION = {
+    "DEBUG": "false",
+    "SECRET_KEY": "k9V-2qLx_7RtZ0pWm4sYc8hN1bJfD6gE3uTaQyXvCoKiMnBlPzHw5r",
+    "ALLOWED_HOSTS": "chat.example.com",
+    "AI_DEFAULT_ADAPTER": "openai",
+    "OPENAI_API_KEY": "sk-test",
+    "SECURE_PROXY_SSL_HEADER": "HTTP_X_FORWARDED_PROTO,https",
+    "SECURE_SSL_REDIRECT": "true",
+    "SECURE_HSTS_SECONDS": "31536000",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS": "true",
+    "SECURE_HSTS_PRELOAD": "true",
+    "SESSION_COOKIE_SECURE": "true",
+    "CSRF_COOKIE_SECURE": "true",
+}
+CHECK_DEPLOY = """
+from django.core.management import call_command
+call_command("check", deploy=True, fail_level="WARNING")
+"""
+
+
+def test_debug_is_off_unless_the_environment_turns_it_on(run_django):
+    assert settings_in(run_django, ["DEBUG"], DEBUG=None, SECRET_KEY="x" * 50, ALLOWED_HOSTS="a.com") == {
+        "DEBUG": False
+    }
+    result = run_django("", DEBUG=None)
+    assert result.returncode != 0
+    assert "DEBUG=false needs SECRET_KEY" in result.stderr
+
+
+def test_a_production_environment_passes_the_deployment_checks(run_django):
+    result = run_django(CHECK_DEPLOY, **PRODUCTION)
+
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("missing", "warning"),
+    [
+        ("SECURE_HSTS_SECONDS", "security.W004"),
+        ("SECURE_SSL_REDIRECT", "security.W008"),
+        ("SESSION_COOKIE_SECURE", "security.W012"),
+        ("CSRF_COOKIE_SECURE", "security.W016"),
+    ],
+)
+def test_the_deployment_checks_see_the_projects_middleware(run_django, missing, warning):
+    result = run_django(CHECK_DEPLOY, **{**PRODUCTION, missing: None})
+
+    assert result.returncode != 0
+    assert warning in result.stderr
+    assert "security.W001" not in result.stderr  # chatsvc's SecurityMiddleware counts as Django's
+
+
+def test_the_proxy_ssl_header_is_a_header_and_a_value(run_django):
+    found = settings_in(run_django, ["SECURE_PROXY_SSL_HEADER"], **PRODUCTION)
+    assert found == {"SECURE_PROXY_SSL_HEADER": ["HTTP_X_FORWARDED_PROTO", "https"]}
+    result = run_django("", **{**PRODUCTION, "SECURE_PROXY_SSL_HEADER": "HTTP_X_FORWARDED_PROTO"})
+    assert result.returncode != 0
+    assert "SECURE_PROXY_SSL_HEADER" in result.stderr
+
+
 @pytest.mark.parametrize("value", ['{"default": ', "not json", "[1, 2]"], ids=["truncated", "text", "list"])
 def test_a_malformed_ai_adapters_refuses_to_start_with_a_clear_message(run_django, value):
     result = run_django("", AI_ADAPTERS=value)
