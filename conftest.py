@@ -87,6 +87,8 @@ SERVER_DEFAULTS = {
 class LiveASGIServer:
     """An ASGI server (daphne or uvicorn) in its own process, on the test database."""
 
+    ready_statuses = (200,)  # what /healthz answers once it serves
+
     def __init__(self, *, server: str, env: dict[str, str], database_url: str, log_path):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -118,7 +120,7 @@ class LiveASGIServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited: {self.log()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=10).status_code in self.ready_statuses:
                     return
             except httpx.TransportError:
                 time.sleep(0.1)

@@ -5,6 +5,8 @@ from django.http import Http404
 from rest_framework import exceptions, pagination, serializers
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from chatsvc import metrics
+
 
 def error_body(detail, code: str, **extra) -> dict:
     """The one error shape of the API: `{"detail", "code"}`, plus extra keys such as `errors`."""
@@ -12,7 +14,7 @@ def error_body(detail, code: str, **extra) -> dict:
 
 
 def exception_handler(exc, context):
-    """DRF's handler, with every error answer reshaped to `{"detail", "code"}`."""
+    """DRF's handler, with every error answer reshaped to `{"detail", "code"}` and counted."""
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -25,6 +27,7 @@ def exception_handler(exc, context):
         response.data = error_body("Invalid input.", "invalid", errors=errors)
     else:
         response.data = error_body(exc.detail, getattr(exc.detail, "code", exc.default_code))
+    metrics.http_error(response.status_code, response.data["code"])
     return response
 
 

@@ -1,5 +1,8 @@
 """Settings for chatsvc, read from the environment (README "Configuration" lists every variable)."""
 
+import hashlib
+import os
+import tempfile
 from pathlib import Path
 
 import environ
@@ -242,6 +245,18 @@ QUOTA_DEFAULT_REQUEST_LIMIT = env_optional("QUOTA_DEFAULT_REQUEST_LIMIT", int, 1
 QUOTA_DEFAULT_TOKEN_LIMIT = env_optional("QUOTA_DEFAULT_TOKEN_LIMIT", int, None)
 QUOTA_RESERVATION_TTL = env.float("QUOTA_RESERVATION_TTL", default=600.0)
 QUOTA_CHARGE_INTERRUPTED = env.bool("QUOTA_CHARGE_INTERRUPTED", default=False)
+
+# --- Metrics (chatsvc.metrics): GET /metrics for staff sessions and `Authorization: Bearer <METRICS_TOKEN>`
+METRICS_TOKEN = env_optional("METRICS_TOKEN", str, None)
+# Prometheus' multiprocess mode: every server process of a deployment writes its metrics' files in this
+# directory, and a scrape of any of them sums them all. Default: one in the temp directory per checkout
+# and database (the processes of one deployment share it, two deployments do not).
+_deployment = "|".join(str(DATABASES["default"].get(key, "")) for key in ("ENGINE", "HOST", "PORT", "NAME"))
+METRICS_DIR = env.str("METRICS_DIR", default="") or str(
+    Path(tempfile.gettempdir())
+    / f"chatsvc-metrics-{hashlib.sha256(f'{BASE_DIR}|{_deployment}'.encode()).hexdigest()[:12]}"
+)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR  # prometheus_client reads it when first imported
 
 # --- Logging: one line per event to stderr; operators read the `ai.stream` lines ---------------
 LOGGING = {

@@ -1,4 +1,4 @@
-"""The URL map: the web page, accounts, the admin, the API, its schema, and the health check."""
+"""The URL map: the web page, accounts, the admin, the API, its schema, the health check and the metrics."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
@@ -18,6 +18,7 @@ api_patterns = [
 urlpatterns = [
     path("", views.index, name="index"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include(api_patterns)),

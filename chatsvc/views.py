@@ -1,9 +1,17 @@
-"""Project-level views: the web chat page, the health check, and JSON error pages for paths under /api/."""
+"""Project-level views: the web chat page, the health check, the metrics, and JSON error pages for paths
+under /api/."""
 
+import asyncio
+import logging
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.db import DatabaseError, connection
-from django.http import JsonResponse
+from django.db import connection
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils.crypto import constant_time_compare
 from django.views import defaults
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
@@ -11,7 +19,10 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 
+from chatsvc import metrics
 from chatsvc.api import error_body
+
+logger = logging.getLogger(__name__)
 
 
 @require_GET
@@ -23,41 +34,117 @@ def index(request):
 
 
 @require_GET
-def healthz(request):
-    """200 when the database answers a query, 503 otherwise."""
+async def healthz(request):
+    """200 when every dependency answers (the database; the channels layer when REDIS_URL is set), 503
+    naming the one that did not, within the database pool's timeout."""
+    checks = {"database": _database_answers()}
+    if settings.REDIS_URL:
+        checks["channels"] = _channels_answer()
+    answers = await asyncio.gather(*(_check(name, check) for name, check in checks.items()))
+    body = dict(zip(checks, answers, strict=True))
+    healthy = all(answer == "ok" for answer in answers)
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", **body}, status=200 if healthy else 503
+    )
+
+
+async def _check(name: str, check) -> str:
+    try:
+        async with asyncio.timeout(_health_timeout()):
+            await check
+    except Exception:
+        logger.warning("health check: %s unavailable", name, exc_info=True)
+        return "unavailable"
+    return "ok"
+
+
+def _health_timeout() -> float:
+    """The pool's wait for a connection (DATABASE_POOL_TIMEOUT), or SQLite's busy timeout."""
+    options = settings.DATABASES["default"].get("OPTIONS", {})
+    pool = options.get("pool")
+    return float(pool.get("timeout", 30) if isinstance(pool, dict) else options.get("timeout", 10))
+
+
+@sync_to_async(thread_sensitive=False)  # a lost database must not hold up the process's other sync views
+def _database_answers() -> None:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-    except DatabaseError:
-        return JsonResponse({"status": "unavailable"}, status=503)
-    return JsonResponse({"status": "ok"})
+    finally:
+        connection.close()  # this thread is the executor's, not a request's: give the connection back
+
+
+async def _channels_answer() -> None:
+    """A message sent to a new channel of this process comes back through the layer."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "health.check"})
+    await layer.receive(channel)
+
+
+@require_GET
+def metrics_view(request):
+    """Prometheus' text format, for a staff session or `Authorization: Bearer <METRICS_TOKEN>`; with no
+    METRICS_TOKEN set and DEBUG on (development), for anyone."""
+    refusal = _metrics_refusal(request)
+    if refusal is not None:
+        return refusal
+    body, content_type = metrics.exposition()
+    return HttpResponse(body, content_type=content_type)
+
+
+def _metrics_refusal(request) -> JsonResponse | None:
+    token = settings.METRICS_TOKEN
+    if settings.DEBUG and not token:
+        return None
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        if token and constant_time_compare(credentials.strip(), token):
+            return None
+        return JsonResponse(error_body("This metrics token is not valid.", "permission_denied"), status=403)
+    if request.user.is_authenticated:
+        if request.user.is_staff:
+            return None
+        return JsonResponse(error_body("Metrics are for staff only.", "permission_denied"), status=403)
+    if not token:  # only a staff session could read them: there is no token to ask for
+        return JsonResponse(error_body("Metrics are for staff only.", "permission_denied"), status=403)
+    response = JsonResponse(
+        error_body("Send Authorization: Bearer <METRICS_TOKEN>.", "not_authenticated"), status=401
+    )
+    response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+    return response
 
 
 def _is_api(request) -> bool:
     return request.path.startswith("/api/")
 
 
+def _api_error(detail: str, code: str, status: int) -> JsonResponse:
+    metrics.http_error(status, code)
+    return JsonResponse(error_body(detail, code), status=status)
+
+
 def bad_request(request, exception=None):
     if _is_api(request):
-        return JsonResponse(error_body("Bad request.", "bad_request"), status=400)
+        return _api_error("Bad request.", "bad_request", 400)
     return defaults.bad_request(request, exception)
 
 
 def permission_denied(request, exception=None):
     if _is_api(request):
-        return JsonResponse(error_body("Permission denied.", "permission_denied"), status=403)
+        return _api_error("Permission denied.", "permission_denied", 403)
     return defaults.permission_denied(request, exception)
 
 
 def page_not_found(request, exception=None):
     if _is_api(request):
-        return JsonResponse(error_body("Not found.", "not_found"), status=404)
+        return _api_error("Not found.", "not_found", 404)
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request):
     if _is_api(request):
-        return JsonResponse(error_body("Internal server error.", "internal_error"), status=500)
+        return _api_error("Internal server error.", "internal_error", 500)
     return defaults.server_error(request)
 
 

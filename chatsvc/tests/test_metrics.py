@@ -1,0 +1,159 @@
+"""`GET /metrics`: Prometheus' text format summed over every server process, and who may read it."""
+
+import signal
+
+import httpx
+import pytest
+from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
+
+from ai.tests.sse_client import events
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+METRICS_TOKEN = "metrics-token-for-tests"
+QUICK = "[mock:chunks=3][mock:delay_ms=1]"
+
+
+@pytest.fixture
+def http():
+    with httpx.Client(timeout=30) as client:
+        yield client
+
+
+def production(settings, **env: str) -> dict[str, str]:
+    """A server's settings with DEBUG off; the test's SECRET_KEY, so its sessions are the server's too."""
+    return {"DEBUG": "false", "SECRET_KEY": settings.SECRET_KEY, "ALLOWED_HOSTS": "127.0.0.1", **env}
+
+
+@pytest.fixture
+def two_processes(asgi_server_factory, settings, tmp_path):
+    """Two daphne processes of one deployment: one metrics directory, their own for this test."""
+    env = production(settings, METRICS_DIR=str(tmp_path / "metrics"), METRICS_TOKEN=METRICS_TOKEN)
+    servers = [asgi_server_factory(fresh=True, **env) for _ in range(2)]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def scrape(http, server, **headers) -> dict[tuple[str, tuple], float]:
+    """`/metrics` read with the token: {(sample name, sorted labels): value}."""
+    response = http.get(
+        f"{server.url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}", **headers}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def samples_of(samples: dict, name: str) -> dict[tuple, float]:
+    return {labels: value for (sample, labels), value in samples.items() if sample == name}
+
+
+def session_of(user) -> dict[str, str]:
+    """A session of `user` in the shared database, as a request's headers."""
+    client = Client()
+    client.force_login(user)
+    return {"Cookie": f"sessionid={client.cookies['sessionid'].value}"}
+
+
+def test_http_errors_are_counted_by_status_and_code_across_both_processes(two_processes, http, token):
+    first, second = two_processes
+    auth = {"Authorization": f"Token {token.key}"}
+    for _ in range(2):
+        assert http.get(f"{first.url}/api/conversations/999999/", headers=auth).status_code == 404
+    assert http.get(f"{second.url}/api/conversations/").status_code == 401
+    broken = http.post(
+        f"{second.url}/api/ai/chat/stream", content=b"{", headers={**auth, "Content-Type": "application/json"}
+    )
+    assert broken.status_code == 400
+    for server in two_processes:  # answers are not errors
+        assert events(http, server.url, token.key, {"message": f"hello {QUICK}"})[-1].type == "done"
+
+    for server in two_processes:
+        errors = samples_of(scrape(http, server), "chatsvc_http_errors_total")
+        assert errors == {
+            (("code", "not_found"), ("status", "404")): 2,
+            (("code", "not_authenticated"), ("status", "401")): 1,
+            (("code", "parse_error"), ("status", "400")): 1,
+        }
+
+
+def test_database_pool_stats_are_summed_over_the_processes(two_processes, http):
+    samples = scrape(http, two_processes[0])
+
+    # Each test server's pool may open 8 connections (the root conftest's DATABASE_POOL_MAX_SIZE).
+    assert samples[("chatsvc_db_pool_max", ())] == 16
+    assert samples[("chatsvc_db_pool_size", ())] >= 2  # each has opened its pool (start-up sweep)
+    assert samples[("chatsvc_db_pool_requests_total", ())] >= 2
+    for name in (
+        "chatsvc_db_pool_available",
+        "chatsvc_db_pool_requests_waiting",
+        "chatsvc_db_pool_requests_queued_total",
+        "chatsvc_db_pool_wait_seconds_total",
+        "chatsvc_db_pool_request_errors_total",
+        "chatsvc_db_pool_connection_errors_total",
+        "chatsvc_db_pool_connections_lost_total",
+    ):
+        assert (name, ()) in samples
+
+
+def test_a_killed_process_leaves_the_gauges_and_its_counts_stay(two_processes, http):
+    first, second = two_processes
+    assert http.get(f"{second.url}/api/conversations/").status_code == 401
+    second.stop(signal.SIGKILL)  # no clean-up at exit: the scrape notices it is gone
+
+    samples = scrape(http, first)
+
+    assert samples[("chatsvc_db_pool_max", ())] == 8
+    assert samples_of(samples, "chatsvc_http_errors_total") == {
+        (("code", "not_authenticated"), ("status", "401")): 1
+    }
+
+
+def test_metrics_need_the_token_or_a_staff_session(
+    asgi_server_factory, settings, http, user, django_user_model
+):
+    server = asgi_server_factory(**production(settings, METRICS_TOKEN=METRICS_TOKEN))
+    url = f"{server.url}/metrics"
+    staff = django_user_model.objects.create_user(username="operator", password="x", is_staff=True)
+
+    anonymous = http.get(url)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+    assert anonymous.json()["code"] == "not_authenticated"
+    assert http.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert http.get(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}x"}).status_code == 403
+    assert http.get(url, headers=session_of(user)).status_code == 403
+    assert http.get(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).status_code == 200
+    assert http.get(url, headers={"Authorization": f"bearer {METRICS_TOKEN}"}).status_code == 200
+    staff_answer = http.get(url, headers=session_of(staff))
+    assert staff_answer.status_code == 200
+    assert "chatsvc_db_pool_max" in staff_answer.text
+
+
+def test_metrics_without_a_token_are_for_staff_only_when_debug_is_off(
+    asgi_server_factory, settings, http, user, django_user_model
+):
+    server = asgi_server_factory(**production(settings))
+    url = f"{server.url}/metrics"
+    staff = django_user_model.objects.create_user(username="operator", password="x", is_staff=True)
+
+    assert http.get(url).status_code == 403
+    assert http.get(url, headers={"Authorization": "Bearer"}).status_code == 403
+    assert http.get(url, headers={"Authorization": "Bearer none"}).status_code == 403
+    assert http.get(url, headers=session_of(user)).status_code == 403
+    assert http.get(url, headers=session_of(staff)).status_code == 200
+
+
+def test_metrics_are_open_in_development_without_a_token(asgi_server_factory, http):
+    server = asgi_server_factory(DEBUG="true")
+
+    response = http.get(f"{server.url}/metrics")
+
+    assert response.status_code == 200
+    assert "chatsvc_answer_readers" in response.text
