@@ -1,4 +1,4 @@
-"""The ASGI entry point: HTTP goes to Django (WebSockets, when there are any, to channels consumers).
+"""The ASGI entry point: HTTP goes to Django, WebSockets to channels consumers (`/ws/ai/chat`).
 
 Starting a server process also sweeps what a dead one left behind (expired reservations, answers
 left streaming), as `manage.py sweep_streams` does. Stopping it (SIGTERM) first writes the end of
@@ -11,8 +11,11 @@ import os
 import sys
 import threading
 
-from channels.routing import ProtocolTypeRouter
+from channels.auth import AuthMiddlewareStack
+from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier
 from django.core.asgi import get_asgi_application
+from django.urls import path, re_path
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsvc.settings")
 
@@ -85,4 +88,17 @@ sweep_at_start()
 end_answers_before_daphne_stops()
 start_metrics()
 
-application = ProtocolTypeRouter({"http": django_application, "lifespan": lifespan})
+from ai.consumers import ChatConsumer  # noqa: E402 (after Django's set-up)
+
+websocket_urlpatterns = [
+    path("ws/ai/chat", ChatConsumer.as_asgi()),
+    re_path(r"", WebsocketDenier.as_asgi()),  # any other path: refused, not an error of the router
+]
+application = ProtocolTypeRouter(
+    {
+        "http": django_application,
+        # The Origin must be an allowed host: a page of another site cannot use a visitor's session.
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "lifespan": lifespan,
+    }
+)

@@ -1,6 +1,10 @@
-"""Fixtures of the `ai` tests: the fake OpenAI-compatible server (movable to the root conftest as is)."""
+"""Fixtures of the `ai` tests: the fake OpenAI-compatible server (movable to the root conftest as is),
+a logged-in session."""
 
 import pytest
+from django.conf import settings
+from django.middleware.csrf import _get_new_csrf_string
+from django.test import Client as DjangoClient
 
 from ai.tests.fake_openai import FakeOpenAI
 
@@ -17,3 +21,14 @@ def fake_openai(fake_openai_server):
     """The session's fake server, its record of requests emptied for this test."""
     fake_openai_server.clear()
     return fake_openai_server
+
+
+@pytest.fixture
+def session(user):
+    """The cookies of a logged-in session of `user` (stored in the test database) with a CSRF cookie,
+    and that CSRF token: a browser's credentials, for the live servers."""
+    django_client = DjangoClient()
+    django_client.force_login(user)
+    csrf = _get_new_csrf_string()
+    session_id = django_client.cookies[settings.SESSION_COOKIE_NAME].value
+    return {settings.SESSION_COOKIE_NAME: session_id, settings.CSRF_COOKIE_NAME: csrf}, csrf
