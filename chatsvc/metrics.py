@@ -219,25 +219,29 @@ def publish_pool_stats() -> None:
             _published[key] = value
 
 
+def _publish_pool_stats_or_warn() -> None:
+    try:
+        publish_pool_stats()
+    except Exception:  # the metrics must never stop the server, nor a scrape
+        logger.warning("database pool stats not published", exc_info=True)
+
+
 def start_pool_stats_publisher() -> None:
     """Publish now, then every POOL_STATS_INTERVAL in a daemon thread (a server process calls it once)."""
-    publish_pool_stats()
 
     def publish_forever() -> None:
         while True:
             time.sleep(POOL_STATS_INTERVAL)
-            try:
-                publish_pool_stats()
-            except Exception:
-                logger.warning("database pool stats not published", exc_info=True)
+            _publish_pool_stats_or_warn()
 
+    _publish_pool_stats_or_warn()
     threading.Thread(target=publish_forever, name="metrics: pool stats", daemon=True).start()
 
 
 def exposition() -> tuple[bytes, str]:
     """Every process's metrics, summed, in Prometheus' text format: (body, content type)."""
     sweep_dead_processes()
-    publish_pool_stats()
+    _publish_pool_stats_or_warn()
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=METRICS_DIR)
     return generate_latest(registry), CONTENT_TYPE_LATEST

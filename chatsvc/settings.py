@@ -259,12 +259,29 @@ METRICS_DIR = env.str("METRICS_DIR", default="") or str(
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR  # prometheus_client reads it when first imported
 
 # --- Logging: one line per event to stderr; operators read the `ai.stream` lines ---------------
+# LOG_FORMAT=json: every line one JSON object (python-json-logger): time, level, logger, message, and the
+# record's extra fields (the stream line's user, adapter, outcome …) as keys of their own.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'text' or 'json', not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(levelname)s %(name)s %(message)s",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": "time",
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    # The HTTP clients under the OpenAI SDK log every request at INFO; the stream's own line says more.
-    "loggers": {name: {"level": "WARNING"} for name in ("httpx", "httpx2", "httpcore")},
+    "loggers": {
+        # The HTTP clients under the OpenAI SDK log every request at INFO; the stream's own line says more.
+        **{name: {"level": "WARNING"} for name in ("httpx", "httpx2", "httpcore")},
+        # Django's and uvicorn's loggers come with handlers of their own: theirs go through the one above.
+        **{name: {"propagate": True} for name in ("django", "django.server", "uvicorn", "uvicorn.access")},
+    },
 }
