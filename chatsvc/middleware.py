@@ -44,7 +44,11 @@ class SessionMiddleware(InlineHooks, sessions.SessionMiddleware):
 
 
 class CsrfViewMiddleware(InlineHooks, csrf.CsrfViewMiddleware):
-    """With `CSRF_USE_SESSIONS` the token lives in the session, in the database: Django's own path."""
+    """With `CSRF_USE_SESSIONS` the token lives in the session, in the database: Django's own path.
+
+    The check of a POSTed form reads its token from `request.POST`, which parses the body: a large form,
+    or a multipart upload spooled to temporary files, is blocking I/O, so that check runs in a thread.
+    """
 
     async def __acall__(self, request):
         if settings.CSRF_USE_SESSIONS:
@@ -53,9 +57,17 @@ class CsrfViewMiddleware(InlineHooks, csrf.CsrfViewMiddleware):
 
     async def process_view(self, request, *view):
         check = super().process_view
-        if settings.CSRF_USE_SESSIONS:
+        if settings.CSRF_USE_SESSIONS or _has_form_body(request):
             return await sync_to_async(check)(request, *view)
         return check(request, *view)
+
+
+FORM_CONTENT_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
+
+
+def _has_form_body(request) -> bool:
+    """Whether reading `request.POST` parses a body (Django parses only these, and only for POST)."""
+    return request.method == "POST" and request.content_type in FORM_CONTENT_TYPES
 
 
 class AuthenticationMiddleware(InlineHooks, auth.AuthenticationMiddleware):
