@@ -108,7 +108,7 @@ class LiveASGIServer:
         self.log_path = log_path
         self.process = subprocess.Popen(
             command,
-            env={**os.environ, **SERVER_DEFAULTS, "DATABASE_URL": database_url, **env},
+            env={**_inherited_environment(), **SERVER_DEFAULTS, "DATABASE_URL": database_url, **env},
             stdout=open(log_path, "wb"),  # noqa: SIM115 (the process owns it)
             stderr=subprocess.STDOUT,
         )
@@ -137,6 +137,15 @@ class LiveASGIServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+# Set in the test process by fixtures that need it there (the Chromium fixture), never for a server:
+# Django's check that the ORM is not called from the event loop must stay on in the servers.
+NOT_INHERITED = {"DJANGO_ALLOW_ASYNC_UNSAFE"}
+
+
+def _inherited_environment() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name not in NOT_INHERITED}
 
 
 def _free_port() -> int:
