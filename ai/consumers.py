@@ -31,6 +31,12 @@ MAX_FRAME_CHARS = 1024 * 1024
 CLOSE_TOO_BIG = 1009
 
 
+def _in_a_thread(work):
+    """`work` (one self-contained unit of database work) off the event loop, in any thread of the pool:
+    channels' default (thread-sensitive) would run every socket's through one thread."""
+    return database_sync_to_async(work, thread_sensitive=False)
+
+
 def _error_text(error: exceptions.APIException) -> str:
     """The JSON error's `detail` (with the per-field messages of a validation error)."""
     if not isinstance(error, exceptions.ValidationError):
@@ -43,6 +49,10 @@ def _error_text(error: exceptions.APIException) -> str:
     return f"Invalid input. {messages}"
 
 
+def _code(error: exceptions.APIException) -> str:
+    return getattr(error.detail, "code", None) or error.default_code
+
+
 def _authenticate_token(authorization: str):
     """The user of an `Authorization` header, as DRF's TokenAuthentication reads it (None: no token)."""
     request = HttpRequest()
@@ -52,6 +62,8 @@ def _authenticate_token(authorization: str):
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
+    """One socket of `WebSocketChatTransport`: its requests, each a task, by `requestId`."""
+
     async def connect(self):
         self.requests: dict[str, tuple[asyncio.Task, str]] = {}  # requestId → (its task, send | resume)
         self.answers: dict[str, str] = {}  # requestId of a send → the answer it started
@@ -135,7 +147,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             (value for name, value in headers.items() if name.lower() == "authorization"), None
         )
         if authorization:
-            user = await database_sync_to_async(_authenticate_token)(authorization)
+            user = await _in_a_thread(_authenticate_token)(authorization)
             if user is not None:
                 return user
         user = self.scope.get("user")
@@ -153,7 +165,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         }
         serializer = UIChatRequestSerializer(data=body, user=user)
         serializer.is_valid(raise_exception=True)
-        started = await database_sync_to_async(start_answer)(
+        started = await _in_a_thread(start_answer)(
             user=user, create_missing=True, **start_options(serializer.validated_data)
         )
         answer_id = str(started.answer_id)
@@ -166,9 +178,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def _resume(self, frame) -> None:
         user = await self._user(frame["headers"])
         conversation_id = conversation_id_for(user=user, chat_id=frame["id"])
-        answer = await database_sync_to_async(selectors.running_answer)(
-            user=user, conversation_id=conversation_id
-        )
+        answer = await _in_a_thread(selectors.running_answer)(user=user, conversation_id=conversation_id)
         if answer is None or not await self._stream(frame, str(answer.pk)):
             await self.send_json({"type": "no-active", "requestId": frame["requestId"]})
 
@@ -198,7 +208,3 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         finally:
             if first_reader and not ended and settings.AI_STREAM_ON_DISCONNECT == "interrupt":
                 generations.answer_interrupt(answer_id)
-
-
-def _code(error: exceptions.APIException) -> str:
-    return getattr(error.detail, "code", None) or error.default_code
