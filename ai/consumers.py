@@ -163,7 +163,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             "messages": frame.get("messages"),
             "trigger": frame["trigger"],
         }
-        serializer = UIChatRequestSerializer(data=body, user=user)
+        serializer = UIChatRequestSerializer(data=body, context={"user": user})
         serializer.is_valid(raise_exception=True)
         started = await _in_a_thread(start_answer)(
             user=user, create_missing=True, **start_options(serializer.validated_data)

@@ -63,8 +63,8 @@ def user_message_text(messages: list) -> str:
 class UIChatRequestSerializer(serializers.Serializer):
     """The body `DefaultChatTransport` sends (`WebSocketChatTransport`'s `send` frame carries the same).
 
-    Validated data: `conversation_id` and `chat_id`, `message` (None for a regenerate), `regenerate`,
-    and `adapter` when given.
+    Validated data: `conversation_id` (of `context["user"]`'s chat) and `chat_id`, `message` (None for a
+    regenerate), `regenerate`, and `adapter` when given.
     """
 
     id = JSONStringField(
@@ -82,10 +82,6 @@ class UIChatRequestSerializer(serializers.Serializer):
         help_text="An alias of AI_ADAPTERS, for a new chat.",
     )
 
-    def __init__(self, *args, user, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.user = user
-
     def validate(self, attrs):
         regenerate = attrs["trigger"] == "regenerate-message"
         message = None
@@ -96,7 +92,7 @@ class UIChatRequestSerializer(serializers.Serializer):
                 raise serializers.ValidationError({"messages": error.detail}) from None
         validated = {
             "chat_id": attrs["id"],
-            "conversation_id": conversation_id_for(user=self.user, chat_id=attrs["id"]),
+            "conversation_id": conversation_id_for(user=self.context["user"], chat_id=attrs["id"]),
             "message": message,
             "regenerate": regenerate,
         }

@@ -66,9 +66,10 @@ class UIChatView(JSONBodyMixin, StreamView):
             503: OpenApiResponse(description="The chat's adapter is no longer configured."),
         },
         summary="AI SDK chat: send the chat's new message (or regenerate) and stream the answer",
+        operation_id="ai_sdk_chat_send",
     )
     def post(self, request):
-        serializer = UIChatRequestSerializer(data=request.data, user=request.user)
+        serializer = UIChatRequestSerializer(data=request.data, context={"user": request.user})
         serializer.is_valid(raise_exception=True)
         started = start_answer(
             user=request.user, create_missing=True, **start_options(serializer.validated_data)
@@ -101,6 +102,7 @@ class UIChatStreamView(StreamView):
             204: OpenApiResponse(description="The chat has no answer being generated (or is unknown)."),
         },
         summary="AI SDK chat: reconnect to the answer still being generated, from its start",
+        operation_id="ai_sdk_chat_reconnect",
     )
     def get(self, request, chat_id):
         answer = selectors.running_answer(
@@ -119,6 +121,7 @@ class UIChatStopView(StreamView):
             404: OpenApiResponse(description="No such chat of the caller's."),
         },
         summary="AI SDK chat: stop the answer being generated",
+        operation_id="ai_sdk_chat_stop",
     )
     def post(self, request, chat_id):
         conversation = _conversation_or_404(request, chat_id)
@@ -131,6 +134,7 @@ class UIChatMessagesView(StreamView):
     @extend_schema(
         responses={200: UIChatSerializer, 404: OpenApiResponse(description="No such chat of the caller's.")},
         summary="AI SDK chat: its messages as UIMessages, without an answer still being generated",
+        operation_id="ai_sdk_chat_messages",
     )
     def get(self, request, chat_id):
         conversation = _conversation_or_404(request, chat_id)

@@ -29,13 +29,13 @@ def body(**changes):
 
 
 def validated(data):
-    serializer = UIChatRequestSerializer(data=data, user=ALICE)
+    serializer = UIChatRequestSerializer(data=data, context={"user": ALICE})
     assert serializer.is_valid(), serializer.errors
     return serializer.validated_data
 
 
 def errors(data):
-    serializer = UIChatRequestSerializer(data=data, user=ALICE)
+    serializer = UIChatRequestSerializer(data=data, context={"user": ALICE})
     assert not serializer.is_valid()
     return serializer.errors
 
