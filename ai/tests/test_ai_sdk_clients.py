@@ -244,3 +244,20 @@ def test_two_users_of_one_chat_id_over_the_sdk_get_two_conversations(live_asgi, 
         Conversation.objects.filter(user=user).get().pk
         != Conversation.objects.filter(user=other_user).get().pk
     )
+
+
+def test_a_reloaded_page_resumes_the_answer_as_use_chat_does(live_asgi, token, user, kind):
+    result = node("reload", {"transport": transport(kind, live_asgi, token), "chatId": "page", "text": SLOW})
+
+    question, answer = Message.objects.order_by("created_at", "position")
+    assert answer.status == "complete"
+    assert result["errors"] == []
+    assert result["status"] == "ready"
+    assert text_of(result["before"]) != ""  # the first page had begun to show it
+    assert [m["id"] for m in result["initial"]] == [str(question.pk)]  # still generated: not listed
+    assert [(m["id"], m["role"]) for m in result["messages"]] == [
+        (str(question.pk), "user"),
+        (str(answer.pk), "assistant"),
+    ]
+    assert text_of(result["messages"][1]) == answer.content
+    assert result["messages"][1]["metadata"]["usage"] == answer.usage

@@ -1,6 +1,7 @@
 // The AI SDK's own transports against a live chatsvc: `node run.mjs <scenario>`, options as JSON on
 // stdin, one JSON result on stdout. Driven by ai/tests/test_ai_sdk_clients.py (ai/tests/ai_sdk.py).
 import {
+  AbstractChat,
   DefaultChatTransport,
   WebSocketChatTransport,
   readUIMessageStream,
@@ -128,6 +129,74 @@ async function run({ transports: transportOptions, steps }) {
   return results;
 }
 
+// `useChat` is React state around the AI SDK's `Chat` (an `AbstractChat`): this is the same chat with
+// plain state, as a page would hold it.
+class PageState {
+  constructor(messages = []) {
+    this.messages = messages;
+    this.status = 'ready';
+    this.error = undefined;
+  }
+  pushMessage(message) {
+    this.messages = [...this.messages, message];
+  }
+  popMessage() {
+    this.messages = this.messages.slice(0, -1);
+  }
+  replaceMessage(index, message) {
+    this.messages = this.messages.map((existing, i) => (i === index ? message : existing));
+  }
+  snapshot(value) {
+    return structuredClone(value);
+  }
+}
+
+class PageChat extends AbstractChat {
+  constructor({ messages, ...init }) {
+    super({ ...init, state: new PageState(messages) });
+  }
+}
+
+function until(predicate) {
+  return new Promise(resolve => {
+    const check = () => (predicate() ? resolve() : setTimeout(check, 10));
+    check();
+  });
+}
+
+// A page sends a message, is reloaded once the answer has begun (HTTP: its request is cancelled; a
+// WebSocket: its socket closes), and the new page does what `useChat({id, messages, resume: true})`
+// does: it loads the chat's messages (GET /api/ai/chat/<id>) and resumes the stream.
+async function reload({ transport: transportOptions, chatId, text }) {
+  const firstTransport = transport(transportOptions);
+  const first = new PageChat({ id: chatId, transport: firstTransport, messages: [] });
+  const sent = first.sendMessage({ text });
+  await until(() => first.messages.at(-1)?.role === 'assistant' && first.messages.at(-1).parts.length > 0);
+  const before = first.messages.at(-1);
+  if (transportOptions.kind === 'http') {
+    await first.stop();
+  } else {
+    firstTransport.close();
+  }
+  await sent.catch(() => {});
+
+  const response = await fetch(`${transportOptions.baseUrl}/api/ai/chat/${chatId}`, {
+    headers: transportOptions.headers,
+  });
+  const initial = await response.json();
+  const errors = [];
+  const pageTransport = transport(transportOptions);
+  const page = new PageChat({
+    id: chatId,
+    transport: pageTransport,
+    messages: initial.messages,
+    onError: error => errors.push(describe(error)),
+  });
+  await page.resumeStream();
+  pageTransport.close?.();
+  return { before, initial: initial.messages, messages: page.messages, status: page.status, errors };
+}
+
 async function validate({ frames }) {
   return Promise.all(
     frames.map(async value => {
@@ -137,6 +206,6 @@ async function validate({ frames }) {
   );
 }
 
-const scenarios = { run, validate };
+const scenarios = { run, reload, validate };
 process.stdout.write(JSON.stringify(await scenarios[process.argv[2]](options)) + '\n');
 process.exit(0);
