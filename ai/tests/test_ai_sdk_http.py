@@ -12,6 +12,7 @@ import pytest
 
 from ai.sdk_serializers import conversation_id_for
 from ai.tests.sse_client import wait_for
+from ai.tests.test_stream_errors import assert_error
 from conversations.models import Conversation, Message
 from quota.models import Quota, Reservation
 
@@ -50,15 +51,6 @@ def post_chat(client, body) -> list:
     with client.stream("POST", "/api/ai/chat", json=body) as response:
         assert response.status_code == 200, response.read()
         return ui_events(response)
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert body["code"] == code
-    assert body["detail"]
-    return body
 
 
 def test_post_chat_answers_the_ui_message_stream_with_the_database_ids_and_text(client, user):
