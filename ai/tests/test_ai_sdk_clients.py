@@ -261,3 +261,23 @@ def test_a_reloaded_page_resumes_the_answer_as_use_chat_does(live_asgi, token, u
     ]
     assert text_of(result["messages"][1]) == answer.content
     assert result["messages"][1]["metadata"]["usage"] == answer.usage
+
+
+def test_a_page_reconnecting_to_another_process_resumes_the_answer(asgi_server_factory, token, user, kind):
+    # Two server processes on one database and one Redis (the channels layer), as behind a load balancer.
+    settings = {"REDIS_URL": "redis://127.0.0.1:6379/0", "AI_STREAM_OWNER_TIMEOUT": "2"}
+    a, b = asgi_server_factory(**settings, SERVER_NAME="A"), asgi_server_factory(**settings, SERVER_NAME="B")
+    leave = "abort" if kind == "http" else "close"
+    _, resumed = node_run(
+        [
+            {"action": "send", "chatId": "far", "text": SLOW, "leaveAfterDeltas": 2, "leaveBy": leave},
+            {"action": "reconnect", "chatId": "far", "transport": 1},
+        ],
+        [transport(kind, a, token), transport(kind, b, token)],
+    )
+
+    [answer] = answers()
+    assert answer.status == "complete"
+    assert resumed["errors"] == []
+    assert resumed["message"]["id"] == str(answer.pk)
+    assert text_of(resumed["message"]) == answer.content
