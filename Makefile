@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatsvc
 
-.PHONY: run test test-deps lint format bench screenshot clean
+.PHONY: run test test-deps lint check format bench screenshot clean
 
 $(VENV)/.run: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,14 @@ test: $(VENV)/.dev test-deps
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The system checks (ASGI servers run none) and migrations in step with the models, with PostgreSQL's
+# settings: any reachable database will do (makemigrations only reads its migration history).
+CHECK_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+check: export DEBUG ?= true
+check: $(VENV)/.dev
+	DATABASE_URL=$(CHECK_DATABASE_URL) $(PY) manage.py check --fail-level WARNING
+	DATABASE_URL=$(CHECK_DATABASE_URL) $(PY) manage.py makemigrations --check --dry-run
 
 format: $(VENV)/.dev
 	$(VENV)/bin/ruff check --fix .
