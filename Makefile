@@ -52,7 +52,8 @@ screenshot: $(VENV)/.dev test-deps
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest -q -p no:cacheprovider chatsvc/tests/screenshot.py
 
 # The benchmark (bench/run.py): its own database, real servers pinned to core 0, the client on core 1.
-# BENCH_ARGS="--quick" for a smoke run, "--profile" to add a py-spy profile; BENCH_ROUNDS=… and co. for counts.
+# BENCH_ARGS="--quick" for a smoke run, "--profile" to add a py-spy profile, "--baseline <ref>" to compare
+# with another commit; BENCH_ROUNDS=… and co. for counts.
 bench: $(VENV)/.dev
 	$(PY) -m bench $(BENCH_ARGS)
 

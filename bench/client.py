@@ -4,7 +4,10 @@ Run as its own process (`python -m bench.client '<json job>'`, pinned to the oth
 it prints one JSON object of results on stdout. A job is:
 
     {"port": 8000, "token": "...", "streams": 2000, "concurrency": 50, "chunks": 20, "delay_ms": 0,
-     "burst": false, "spread_ms": 0, "max_seconds": null, "timeout": 120}
+     "burst": false, "spread_ms": 0, "max_seconds": null, "timeout": 120, "encoding": "sse"}
+
+- `encoding` "sse": the contract's stream (`POST /api/ai/chat/stream`); "ui": the AI SDK's UI message
+  stream (`POST /api/ai/chat`, a new chat each time);
 
 - closed loop (`burst` false): `concurrency` workers, each on one keep-alive connection, send stream
   after stream until `streams` have been sent; time to first chunk counts from the request's first byte.
@@ -14,7 +17,8 @@ it prints one JSON object of results on stdout. A job is:
 - burst (`burst` true): `streams` streams all started at once, each on its own connection
   (`Connection: close`); time to first chunk counts from the burst's start, connecting included.
 
-A stream completes when it answers 200, sends exactly `chunks` chunk events, then `done`.
+A stream completes when it answers 200, sends exactly `chunks` chunk events (`text-delta` in the UI
+stream), then `done` (`finish`).
 """
 
 import asyncio
@@ -23,10 +27,14 @@ import random
 import resource
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-PATH = "/api/ai/chat/stream"
+PATHS = {"sse": "/api/ai/chat/stream", "ui": "/api/ai/chat"}
+CHUNK_TYPES = {"chunk", "text-delta"}  # the contract's and the UI message stream's
+DONE_TYPES = {"done", "finish"}
+END_TYPES = {*DONE_TYPES, "error", "abort"}
 
 
 class StreamFailed(Exception):
@@ -60,16 +68,27 @@ def percentile(values: list[float], fraction: float) -> float | None:
 
 
 def request_bytes(job: dict) -> bytes:
-    body = json.dumps(
-        {"message": f"Benchmark question. [mock:chunks={job['chunks']}] [mock:delay_ms={job['delay_ms']}]"}
-    ).encode()
-    connection = "close" if job["burst"] else "keep-alive"
-    head = (
-        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{job['port']}\r\nAuthorization: Token {job['token']}\r\n"
-        f"Content-Type: application/json\r\nAccept: text/event-stream\r\nConnection: {connection}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+    """One stream's request (each its own: a UI message stream starts a new chat every time)."""
+    message = f"Benchmark question. [mock:chunks={job['chunks']}] [mock:delay_ms={job['delay_ms']}]"
+    encoding = job.get("encoding", "sse")
+    if encoding == "ui":
+        user_message = {"id": "m1", "role": "user", "parts": [{"type": "text", "text": message}]}
+        body = {"id": f"bench-{uuid.uuid4().hex}", "messages": [user_message], "trigger": "submit-message"}
+    else:
+        body = {"message": message}
+    return http_request(
+        "POST", PATHS[encoding], port=job["port"], token=job["token"], body=body, close=job["burst"]
     )
-    return head.encode() + body
+
+
+def http_request(method: str, path: str, *, port: int, token: str, body=None, close: bool) -> bytes:
+    """An HTTP/1.1 request of the bench user (`body`: sent as JSON)."""
+    payload = b"" if body is None else json.dumps(body).encode()
+    head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Authorization: Token {token}"]
+    head += ["Accept: text/event-stream", f"Connection: {'close' if close else 'keep-alive'}"]
+    if body is not None:
+        head += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
 
 
 async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
@@ -120,24 +139,24 @@ class StreamReading:
         now = time.perf_counter()
         for frame in frames:
             for line in frame.split(b"\n"):
-                if line.startswith(b"data:"):
+                if line.startswith(b"data:") and line != b"data: [DONE]":  # the UI stream's last line
                     self.event(json.loads(line[5:]), now)
 
     def event(self, data: dict, now: float) -> None:
         kind = data.get("type")
         if self.end is not None:
             raise StreamFailed(f"event after {self.end}")
-        if kind == "chunk":
+        if kind in CHUNK_TYPES:
             self.chunks += 1
             if self.last_chunk_at is None:
                 self.first_chunk_ms = (now - self.started) * 1000
             else:
                 self.gaps_ms.append((now - self.last_chunk_at) * 1000)
             self.last_chunk_at = now
-        elif kind == "error":
-            self.end = f"error:{data.get('code')}"
-        elif kind == "done":
+        elif kind in DONE_TYPES:
             self.end = "done"
+        elif kind in END_TYPES:
+            self.end = f"{kind}:{data.get('code')}"
 
 
 async def one_stream(reader, writer, request: bytes, started: float, job: dict, results: Results) -> bool:
@@ -166,9 +185,7 @@ async def one_stream(reader, writer, request: bytes, started: float, job: dict, 
     return headers.get("connection", "").lower() != "close"
 
 
-async def closed_loop_worker(
-    job: dict, request: bytes, remaining: list[int], results: Results, *, index: int
-) -> None:
+async def closed_loop_worker(job: dict, remaining: list[int], results: Results, *, index: int) -> None:
     """Stream after stream on one keep-alive connection (re-opened when the server closes it)."""
     spread = job.get("spread_ms", 0) / 1000
     await asyncio.sleep(spread * index / job["concurrency"])
@@ -182,7 +199,7 @@ async def closed_loop_worker(
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection("127.0.0.1", job["port"])
-            if not await one_stream(reader, writer, request, time.perf_counter(), job, results):
+            if not await one_stream(reader, writer, request_bytes(job), time.perf_counter(), job, results):
                 writer.close()
                 writer = None
         except (OSError, asyncio.IncompleteReadError, StreamFailed, ValueError) as error:
@@ -214,15 +231,15 @@ def _reason(error: Exception) -> str:
 
 async def run(job: dict) -> dict:
     results = Results()
-    request = request_bytes(job)
-    started = time.perf_counter()
     if job["burst"]:
-        tasks = [burst_stream(job, request, started, results) for _ in range(job["streams"])]
+        requests = [request_bytes(job) for _ in range(job["streams"])]
+        started = time.perf_counter()
+        tasks = [burst_stream(job, request, started, results) for request in requests]
     else:
         remaining = [job["streams"]]
+        started = time.perf_counter()
         tasks = [
-            closed_loop_worker(job, request, remaining, results, index=index)
-            for index in range(job["concurrency"])
+            closed_loop_worker(job, remaining, results, index=index) for index in range(job["concurrency"])
         ]
     try:
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=job["timeout"])
@@ -255,10 +272,11 @@ def raise_open_files_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def main() -> None:
+def main(run_job=run) -> None:
+    """Run the job given as the first argument with `run_job` (a load generator's); print its results."""
     job = json.loads(sys.argv[1])
     raise_open_files_limit()
-    print(json.dumps(asyncio.run(run(job))))
+    print(json.dumps(asyncio.run(run_job(job))))
 
 
 if __name__ == "__main__":

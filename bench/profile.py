@@ -21,13 +21,13 @@ def py_spy() -> str | None:
     return str(beside_python) if beside_python.exists() else shutil.which("py-spy")
 
 
-def record(server: Server, token: str, scale: Scale, raw_path: Path) -> dict:
+def record(server: Server, scale: Scale, raw_path: Path) -> dict:
     """Run T under py-spy; return the T figures (inflated by the sampling) and write raw stacks."""
     command = [py_spy(), "record", "--pid", str(server.process.pid), "--nonblocking", "--gil"]
     command += ["--rate", "200", "--format", "raw", "--output", str(raw_path)]
     spy = subprocess.Popen(pinned(CLIENT_CORE, command), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        return throughput(server, token, scale)
+        return throughput(server, scale)
     finally:
         spy.send_signal(signal.SIGINT)
         spy.wait(timeout=30)

@@ -1,4 +1,4 @@
-"""The bench's one table: medians over rounds per server and app, chatsvc / bare ratios, the targets."""
+"""The bench's tables: medians over rounds per server and app, ratios to bare and baseline, the targets."""
 
 import os
 import platform
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import django
 
-from bench import servers
+from bench import scenarios, servers, sqlcount
 
 
 @dataclass(frozen=True)
@@ -22,24 +22,33 @@ class Figure:
 
 
 FIGURES = [
-    Figure("t_streams_per_s", "T: streams/s (20 chunks, 50 in flight)", 0, "≥ 0.6 × bare (daphne)"),
+    Figure("t_streams_per_s", "T: streams/s (20 chunks, 50 in flight)", 0, "≥ 2 × baseline (#16)"),
     Figure("t_streams", "T: streams measured (median per round)", 0, "", ratio=False),
-    Figure("t_cpu_ms", "T: server CPU ms / stream", 2),
+    Figure("t_cpu_ms", "T: server CPU ms / stream", 2, "≤ 0.5 × baseline (#16), ≤ 1.1 × (#12)"),
     Figure("t_busy_pct", "T: server CPU busy, % of its core", 0, "", ratio=False),
+    Figure("tui_streams_per_s", "T UI (AI SDK stream, POST /api/ai/chat): streams/s", 0),
+    Figure("tui_cpu_ms", "T UI: server CPU ms / stream", 2),
     Figure("l_ttfc_p50", "L: time to first chunk p50, ms (10 in flight)", 1),
     Figure("l_ttfc_p99", "L: time to first chunk p99, ms", 1),
     Figure("c_completed", "C1000: completed (median)", 0, "1000, 0 failures", ratio=False),
     Figure("c_failures", "C1000: failed streams (all rounds)", 0, "0", ratio=False),
     Figure("c_first_p50", "C1000: first chunk p50, ms", 0),
-    Figure("c_first_p99", "C1000: first chunk p99, ms", 0, "≤ 2 × bare"),
+    Figure("c_first_p99", "C1000: first chunk p99, ms", 0, "≤ 3 × bare (#16)"),
     Figure("c_gap_p99", "C1000: inter-chunk gap p99, ms (nominal 100)", 0, "≤ 2 × bare"),
     Figure("c_rss_idle_mb", "C1000: server RSS before, MB", 1),
     Figure("c_rss_peak_mb", "C1000: server RSS peak, MB", 1),
     Figure("c_open_peak", "C1000: most streams open at once (client's view)", 0, "", ratio=False),
     Figure("c_rss_per_stream_kb", "C1000: RSS per open stream, KB", 1, "≤ 100 KB"),
     Figure("c_pg_peak", "C1000: peak PostgreSQL connections", 0, "≤ 20", ratio=False),
+    Figure("cold_completed", "C1000 cold: completed (median)", 0, "1000, 0 failures (#15)", ratio=False),
+    Figure("cold_failures", "C1000 cold: failed streams (all rounds)", 0, "0", ratio=False),
+    Figure("cold_first_p50", "C1000 cold: first chunk p50, ms", 0),
+    Figure("cold_first_p99", "C1000 cold: first chunk p99, ms", 0),
+    Figure("cold_pg_peak", "C1000 cold: peak PostgreSQL connections", 0, "≤ 20", ratio=False),
 ]
-SUMMED = {"c_failures"}  # failures are added over the rounds; every other figure is a median
+SUMMED = {"c_failures", "cold_failures"}  # failures are added over the rounds; every other figure is a median
+SERVER_LOGS = {"server_errors": "warm session", "cold_server_errors": "C1000 cold", "r_server_errors": "R"}
+RATIOS = {"bare": "÷ bare", "baseline": "÷ baseline"}  # chatsvc's figure over theirs, when they are served
 
 
 def machine() -> str:
@@ -49,7 +58,7 @@ def machine() -> str:
     versions = {name: _version(name) for name in ("daphne", "uvicorn", "psycopg")}
     psql = subprocess.run(["psql", "--version"], capture_output=True, text=True, check=False)
     postgres = psql.stdout.strip()
-    pinning = "server on core 0, client on core 1 (taskset)" if servers.PINNING else "UNPINNED (no taskset)"
+    pinning = "servers on core 0, clients on core 1 (taskset)" if servers.PINNING else "UNPINNED (no taskset)"
     return (
         f"{os.cpu_count()} CPUs ({cpu}); Python {platform.python_version()}, Django {django.get_version()}, "
         f"daphne {versions['daphne']}, uvicorn {versions['uvicorn']} (--loop {servers.UVICORN_LOOP}, "
@@ -78,82 +87,182 @@ def cell(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
 
-def ratio(chatsvc: float | None, bare: float | None) -> str:
-    return "–" if not chatsvc or not bare else f"{chatsvc / bare:.2f}"
+def ratio(chatsvc: float | None, other: float | None) -> str:
+    return "–" if not chatsvc or not other else f"{chatsvc / other:.2f}"
 
 
-def table(results: dict[tuple[str, str], list[dict]], server_names: list[str], sql: dict) -> str:
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def table(results: dict, server_names: list[str], apps: list[str], sql: dict) -> str:
+    """One row per figure; per server a column per app, then chatsvc's ratio to bare (and baseline)."""
+    compared = [name for name in RATIOS if name in apps]
     header = ["figure (median of rounds)"]
-    for name in server_names:
-        header += [f"{name} chatsvc", f"{name} bare", f"{name} ratio"]
-    header.append("target")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for server in server_names:
+        header += [f"{server} {app}" for app in apps] + [f"{server} {RATIOS[name]}" for name in compared]
+    lines = [_row([*header, "target"]), "|" + "---|" * (len(header) + 1)]
     for figure in FIGURES:
         row = [figure.label]
-        for name in server_names:
-            ours = combine(results[(name, "chatsvc")], figure.key)
-            bare = combine(results[(name, "bare")], figure.key)
-            shown = ratio(ours, bare) if figure.ratio else ""
-            row += [cell(ours, figure.digits), cell(bare, figure.digits), shown]
-        lines.append("| " + " | ".join([*row, figure.target]) + " |")
-    lines.append(_overhead_row(results, server_names))
+        for server in server_names:
+            values = {app: combine(results[(server, app)], figure.key) for app in apps}
+            row += [cell(values[app], figure.digits) for app in apps]
+            row += [ratio(values["chatsvc"], values[name]) if figure.ratio else "" for name in compared]
+        lines.append(_row([*row, figure.target]))
+    lines.append(_overhead_row(results, server_names, apps, compared))
     sql_row = ["SQL statements / stream (BEGIN/COMMIT included)"]
     for _ in server_names:
-        sql_row += [cell(sql["per_stream"], 1), "0", ""]
-    lines.append("| " + " | ".join([*sql_row, "≤ 8"]) + " |")
+        sql_row += [cell(sql[app]["per_stream"], 1) if app in sql else "0" for app in apps]
+        sql_row += [""] * len(compared)
+    lines.append(_row([*sql_row, "≤ 8"]))
     return "\n".join(lines)
 
 
-def _overhead_row(results, server_names) -> str:
+def _overhead_row(results: dict, server_names: list[str], apps: list[str], compared: list[str]) -> str:
     row = ["L: first chunk p50 over bare's, ms"]
-    for name in server_names:
-        ours = combine(results[(name, "chatsvc")], "l_ttfc_p50")
-        bare = combine(results[(name, "bare")], "l_ttfc_p50")
-        row += ["–" if ours is None or bare is None else f"{ours - bare:+.1f}", "", ""]
-    return "| " + " | ".join([*row, "≤ 5 ms"]) + " |"
+    for server in server_names:
+        bare = combine(results[(server, "bare")], "l_ttfc_p50")
+        for app in apps:
+            ours = combine(results[(server, app)], "l_ttfc_p50")
+            row.append("" if app == "bare" or ours is None or bare is None else f"{ours - bare:+.1f}")
+        row += [""] * len(compared)
+    return _row([*row, "≤ +3 ms (#16)"])
 
 
-def rounds_table(results: dict[tuple[str, str], list[dict]]) -> str:
+def readers_section(results: dict) -> str:
+    rounds = results.get(("daphne", "chatsvc"), [])
+    if not any("r_chunks_per_s" in figures for figures in rounds):
+        return "R: not run (daphne not among the servers, or BENCH_READS=0)."
+    job = scenarios.READ_JOB
+    violations = sum(figures["r_violations"] for figures in rounds)
+    rows = [
+        ("chunks delivered / s, all readers", cell(combine(rounds, "r_chunks_per_s"), 0), ""),
+        ("remote reader's lag behind the local one, p50, ms", cell(combine(rounds, "r_lag_p50"), 1), ""),
+        (
+            "remote reader's lag behind the local one, p99, ms",
+            cell(combine(rounds, "r_lag_p99"), 1),
+            "≤ 50 ms",
+        ),
+        ("remote reader's lag, max, ms", cell(combine(rounds, "r_lag_max"), 1), ""),
+        (
+            "remote reader's wait for its response to begin, p50 / p99, ms",
+            f"{cell(combine(rounds, 'r_attach_p50'), 0)} / {cell(combine(rounds, 'r_attach_p99'), 0)}",
+            "",
+        ),
+        ("peak PostgreSQL connections, both processes", cell(combine(rounds, "r_pg_peak"), 0), ""),
+        (
+            "readers (median per round); lag samples",
+            f"{combine(rounds, 'r_readers'):.0f}; {combine(rounds, 'r_lag_samples'):.0f}",
+            "",
+        ),
+        ("both servers' CPU busy, % of their core", cell(combine(rounds, "r_busy_pct"), 0), ""),
+        ("problems: a gap, a duplicate, other data, a failed reader (all rounds)", str(violations), "0"),
+    ]
+    readers = job["remote_readers"]
+    title = (
+        f"R (daphne, chatsvc): answers each read by {1 + readers} readers, the POST on the owner process "
+        f"and {readers} `GET /api/ai/chat/stream/<id>` on a second process through Redis "
+        f"({scenarios.REDIS_URL}); "
+        f"{job['chunks']} chunks {job['delay_ms']} ms apart, the answers started over "
+        f"{job['spread_ms'] / 1000:g} s. Lag: each event a remote reader got live, against the local "
+        "reader's receive time of the same id."
+    )
+    table = ["| R figure (median of rounds) | value | target |", "|---|---|---|", *map(_row, rows)]
+    return title + "\n\n" + "\n".join(table)
+
+
+def reader_violations(results: dict) -> str:
+    """R's violations, listed (empty when every reader saw exactly the local reader's events)."""
+    found = []
+    for (server, app), rounds in results.items():
+        for index, figures in enumerate(rounds, 1):
+            if figures.get("r_violations"):
+                examples = "\n  ".join(figures["r_violation_examples"])
+                found.append(
+                    f"{server}/{app} round {index}: {figures['r_violations']} problems, e.g.\n  {examples}"
+                )
+    return "\n".join(found)
+
+
+def round_line(figures: dict) -> str:
+    """One round of one app, for the progress log."""
+    line = (
+        f"T {figures['t_streams_per_s']:.0f} streams/s, {figures['t_cpu_ms']:.2f} CPU ms; "
+        f"L p50 {figures['l_ttfc_p50']:.1f} ms; C1000 {figures['c_completed']} done, "
+        f"p99 first {figures['c_first_p99']:.0f} ms; cold {figures['cold_completed']} done "
+        f"{figures['cold_failures']} failed"
+    )
+    if "tui_streams_per_s" in figures:
+        line += f"; T UI {figures['tui_streams_per_s']:.0f} streams/s, {figures['tui_cpu_ms']:.2f} CPU ms"
+    if "r_chunks_per_s" in figures:
+        line += (
+            f"; R {figures['r_chunks_per_s']:.0f} chunks/s, lag p99 {figures['r_lag_p99']:.1f} ms, "
+            f"{figures['r_violations']} violations"
+        )
+    return line + f" ({figures['session_s']:.0f} s)"
+
+
+def rounds_table(results: dict) -> str:
     """Every round's main figures, to see the spread behind the medians."""
     lines = [
         "| server | app | round | T streams/s | T CPU ms | L p50 ms | C1000 done/failed | C1000 p99 first ms "
-        "| C1000 gap p99 ms | peak PG | session s |",
-        "|" + "---|" * 11,
+        "| C1000 gap p99 ms | peak PG | cold done/failed | cold p99 first ms | R lag p99 ms | session s |",
+        "|" + "---|" * 14,
     ]
     for (name, app), rounds in results.items():
         for index, f in enumerate(rounds, 1):
+            lag = f.get("r_lag_p99")
             lines.append(
                 f"| {name} | {app} | {index} | {f['t_streams_per_s']:.0f} | {f['t_cpu_ms']:.2f} "
                 f"| {f['l_ttfc_p50']:.1f} | {f['c_completed']}/{f['c_failures']} | {f['c_first_p99']:.0f} "
-                f"| {f['c_gap_p99']:.0f} | {f['c_pg_peak']} | {f['session_s']:.0f} |"
+                f"| {f['c_gap_p99']:.0f} | {f['c_pg_peak']} | {f['cold_completed']}/{f['cold_failures']} "
+                f"| {cell(f['cold_first_p99'], 0)} | {cell(lag, 1)} | {f['session_s']:.0f} |"
             )
     return "\n".join(lines)
 
 
-def sql_section(sql: dict) -> str:
+def sql_section(app: str, sql: dict) -> str:
     kinds = ", ".join(f"{kind} {count:g}" for kind, count in sql["kinds_per_stream"].items())
-    statements = "\n".join(f"{index}. `{text[:160]}`" for index, text in enumerate(sql["one_stream"], 1))
+    statements = "\n".join(
+        f"{index}. `{text[:160]}`" if text else f"{index}. {sqlcount.EMPTY}: the pool's check of a connection"
+        for index, text in enumerate(sql["one_stream"], 1)
+    )
     return (
-        f"SQL per stream: {sql['per_stream']:g} ({kinds}); new connections during the count: "
+        f"SQL per stream of {app}: {sql['per_stream']:g} ({kinds}); new connections during the count: "
         f"{sql['connections']}.\nOne stream's statements, in order:\n{statements}"
     )
 
 
-def problems(results: dict[tuple[str, str], list[dict]]) -> list[str]:
-    """What went wrong in any round: failures by reason, a dead server, a saturated client."""
+def problems(results: dict) -> list[str]:
+    """What went wrong in any round: failures by reason, a dead server, a saturated client, R's readers."""
     found = []
     for (name, app), rounds in results.items():
         for index, f in enumerate(rounds, 1):
             where = f"{name}/{app} round {index}"
-            if f["c_failures"]:
-                found.append(f"{where}: C1000 failures {f['c_failure_reasons']}")
-            if f["server_errors"]:
-                found.append(f"{where}: the server logged {f['server_errors']}")
-            if f["t_failures"] or f["l_failures"]:
-                found.append(f"{where}: T failures {f['t_failures']}, L failures {f['l_failures']}")
-            if not f["c_server_alive"]:
-                found.append(f"{where}: the server died during the burst")
-            for scenario, key in (("T", "t_client_cpu_pct"), ("C1000", "c_client_cpu_pct")):
-                if f[key] > 80:
+            for burst in ("c", "cold"):
+                label = "C1000" if burst == "c" else "C1000 cold"
+                if f[f"{burst}_failures"]:
+                    found.append(f"{where}: {label} failures {f[f'{burst}_failure_reasons']}")
+                if not f[f"{burst}_server_alive"]:
+                    found.append(f"{where}: the server died during {label}")
+            for key, scenario in SERVER_LOGS.items():
+                if f.get(key):
+                    found.append(f"{where}: the server logged {f[key]} ({scenario})")
+            if f["t_failures"] or f["l_failures"] or f.get("tui_failures"):
+                found.append(
+                    f"{where}: T failures {f['t_failures']}, T UI {f.get('tui_failures', 0)}, "
+                    f"L failures {f['l_failures']}"
+                )
+            if f.get("r_readers_failed"):
+                found.append(f"{where}: R readers failed {f['r_readers_failed']}")
+            if f.get("r_violations"):
+                found.append(f"{where}: R found {f['r_violations']} readers' problems (listed at the end)")
+            for scenario, key in (
+                ("T", "t_client_cpu_pct"),
+                ("C1000", "c_client_cpu_pct"),
+                ("C1000 cold", "cold_client_cpu_pct"),
+                ("R", "r_client_cpu_pct"),
+            ):
+                if f.get(key, 0) > 80:
                     found.append(f"{where}: the client used {f[key]:.0f} % of its core in {scenario}")
     return found

@@ -1,12 +1,14 @@
-"""`make bench`: every scenario on daphne and uvicorn, chatsvc and the bare baseline, in interleaved rounds.
+"""`make bench`: every scenario on daphne and uvicorn, for chatsvc, a baseline and the bare view, in rounds.
 
-    python -m bench [--quick] [--profile] [--servers daphne,uvicorn]
+    python -m bench [--quick] [--profile] [--servers daphne,uvicorn] [--baseline <git ref>]
 
-Re-creates the `chatsvc_bench` database, counts the SQL of one stream, runs the rounds (each a fresh
-server per app: warm-up, L, T, C1000), measures the cost of INFO logging once, optionally profiles the
-server with py-spy, then prints one markdown table and writes it to bench/results/latest.md.
-Counts come from `Scale` (BENCH_ROUNDS, BENCH_WARMUP, BENCH_THROUGHPUT, BENCH_THROUGHPUT_SECONDS,
-BENCH_LIGHT, BENCH_BURST).
+Re-creates the bench databases, counts the SQL of one stream, runs the rounds (each app on a fresh
+server: warm-up, L, T, C1000; then C1000 cold on another; then R for daphne/chatsvc), measures the cost
+of INFO logging once, optionally profiles the server with py-spy, then prints one markdown table and
+writes it to bench/results/latest.md. `--baseline <ref>` adds that commit's chatsvc, built in a
+temporary git worktree, as a third app of the same rounds. Counts come from `Scale` (BENCH_ROUNDS,
+BENCH_WARMUP, BENCH_THROUGHPUT, BENCH_THROUGHPUT_SECONDS, BENCH_LIGHT, BENCH_BURST, BENCH_READS; 0 reads
+skips R).
 """
 
 import argparse
@@ -15,69 +17,73 @@ import os
 import statistics
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
-from bench import database, profile, report, scenarios, sqlcount
-from bench.servers import CLIENT_CORE, PINNING, Server, chatsvc_env
+from bench import apps, database, profile, report, scenarios, sqlcount
+from bench.apps import App
+from bench.servers import CLIENT_CORE, PINNING, Server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LOGS = RESULTS / "logs"
-APPS = ("chatsvc", "bare")
 
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def server_env(app: str, **options) -> dict[str, str]:
-    return chatsvc_env(database.url(), **options) if app == "chatsvc" else {}
-
-
-def count_sql(token: str, streams: int = 10) -> dict:
-    """Statements PostgreSQL receives per stream, streams sent one at a time after a warm-up."""
+def count_sql(app: App, streams: int = 10) -> dict:
+    """Statements PostgreSQL receives per stream of `app`, streams sent one at a time after a warm-up."""
     with sqlcount.CountingProxy(*database.server_address()) as proxy:
-        env = chatsvc_env(database.url(via_port=proxy.port))
-        with Server("daphne", "chatsvc", env=env, log_path=LOGS / "sql-count.log") as server:
+        proxied = app.with_env(DATABASE_URL=app.database.url(via_port=proxy.port))
+        with Server("daphne", proxied, log_path=LOGS / f"sql-count-{app.name}.log") as server:
             job = {"concurrency": 1, "chunks": 20, "delay_ms": 0}
-            scenarios.run_client(server, token, streams=3, **job)
+            scenarios.run_client(server, streams=3, **job)
             proxy.log.reset()
-            result = scenarios.run_client(server, token, streams=streams, **job)
+            result = scenarios.run_client(server, streams=streams, **job)
             statements, connections = proxy.log.reset()
     if result["completed"] != streams:
-        raise RuntimeError(f"SQL count: only {result['completed']} of {streams} streams completed")
+        raise RuntimeError(
+            f"SQL count ({app.name}): only {result['completed']} of {streams} streams completed"
+        )
     summary = sqlcount.summarise(statements, streams)
     summary["connections"] = connections
     summary["one_stream"] = statements[: round(summary["per_stream"])]
     return summary
 
 
-def rounds(token: str, scale: scenarios.Scale, server_names: list[str]) -> dict[tuple[str, str], list[dict]]:
-    """Every (server, app) once per round; the app order alternates so neither always goes first."""
-    results = {(name, app): [] for name in server_names for app in APPS}
+def one_app(name: str, app: App, scale: scenarios.Scale, tag: str) -> dict:
+    """One round of one app on one server: the warm session, the cold burst, and R (daphne/chatsvc)."""
+    with Server(name, app, log_path=LOGS / f"{tag}.log") as server:
+        figures = scenarios.session(server, scale)
+    figures.update(scenarios.cold_burst(name, app, scale, log_path=LOGS / f"{tag}-cold.log"))
+    if name == "daphne" and app.name == "chatsvc" and scale.reads:
+        figures.update(scenarios.readers(app, scale, log_dir=LOGS, label=f"{tag}-r"))
+    return figures
+
+
+def rounds(
+    served: list[App], scale: scenarios.Scale, server_names: list[str]
+) -> dict[tuple[str, str], list[dict]]:
+    """Every (server, app) once per round; the app order rotates so none always goes first."""
+    results = {(name, app.name): [] for name in server_names for app in served}
     for number in range(scale.rounds):
         for index, name in enumerate(server_names):
-            order = APPS if (number + index) % 2 == 0 else APPS[::-1]
-            for app in order:
-                log_path = LOGS / f"{name}-{app}-round{number + 1}.log"
-                with Server(name, app, env=server_env(app), log_path=log_path) as server:
-                    figures = scenarios.session(server, token, scale)
-                    figures["server_errors"] = server.errors()
-                results[(name, app)].append(figures)
-                say(
-                    f"round {number + 1} {name:7} {app:7}: T {figures['t_streams_per_s']:.0f} streams/s, "
-                    f"{figures['t_cpu_ms']:.2f} CPU ms; L p50 {figures['l_ttfc_p50']:.1f} ms; C1000 "
-                    f"{figures['c_completed']} done, p99 first {figures['c_first_p99']:.0f} ms "
-                    f"({figures['session_s']:.0f} s)"
-                )
+            shift = (number + index) % len(served)
+            for app in served[shift:] + served[:shift]:
+                figures = one_app(name, app, scale, tag=f"{name}-{app.name}-round{number + 1}")
+                results[(name, app.name)].append(figures)
+                say(f"round {number + 1} {name:7} {app.name:8}: {report.round_line(figures)}")
     return results
 
 
-def logging_cost(token: str, scale: scenarios.Scale, results: dict) -> str:
+def logging_cost(app: App, scale: scenarios.Scale, results: dict) -> str:
     """T once more on daphne/chatsvc with LOG_LEVEL=INFO (one `ai.stream` line per stream)."""
-    env = server_env("chatsvc", log_level="INFO")
-    with Server("daphne", "chatsvc", env=env, log_path=LOGS / "daphne-chatsvc-info.log") as server:
-        scenarios.warm_up(server, token, scale)
-        info = scenarios.throughput(server, token, scale)
+    with Server(
+        "daphne", app.with_env(LOG_LEVEL="INFO"), log_path=LOGS / "daphne-chatsvc-info.log"
+    ) as server:
+        scenarios.warm_up(server, scale)
+        info = scenarios.throughput(server, scale)
     warning = results[("daphne", "chatsvc")]
     rate = statistics.median(f["t_streams_per_s"] for f in warning)
     cpu = statistics.median(f["t_cpu_ms"] for f in warning)
@@ -89,13 +95,13 @@ def logging_cost(token: str, scale: scenarios.Scale, results: dict) -> str:
     )
 
 
-def profiled(token: str, scale: scenarios.Scale) -> str:
+def profiled(app: App, scale: scenarios.Scale) -> str:
     if not profile.py_spy():
         return "Profile: py-spy is not installed (`pip install py-spy`)."
     raw = RESULTS / "profile-daphne-chatsvc.txt"
-    with Server("daphne", "chatsvc", env=server_env("chatsvc"), log_path=LOGS / "profile.log") as server:
-        scenarios.warm_up(server, token, scale)
-        figures = profile.record(server, token, scale, raw)
+    with Server("daphne", app, log_path=LOGS / "profile.log") as server:
+        scenarios.warm_up(server, scale)
+        figures = profile.record(server, scale, raw)
     return (
         f"Profile (py-spy, daphne/chatsvc under T; {figures['t_streams_per_s']:.0f} streams/s while sampled; "
         f"raw stacks in {raw.relative_to(RESULTS.parent.parent)}):\n\n{profile.summarise(raw)}"
@@ -108,6 +114,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="also profile chatsvc under T with py-spy")
     parser.add_argument("--servers", default="daphne,uvicorn", help="comma-separated: daphne,uvicorn")
     parser.add_argument("--no-logging-cost", action="store_true", help="skip the INFO logging run")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also serve this git ref's chatsvc (a temporary worktree) in every round",
+    )
     return parser.parse_args()
 
 
@@ -122,33 +133,52 @@ def main() -> None:
     machine = report.machine()
     say(f"machine: {machine}\nscale: {scale}")
 
-    database.recreate()
-    token = database.migrate_and_seed({**os.environ, **chatsvc_env(database.url())})
-    sql = count_sql(token)
-    say(f"SQL statements per stream: {sql['per_stream']:g}")
-    results = rounds(token, scale, server_names)
+    with ExitStack() as stack:
+        chatsvc = apps.chatsvc()
+        served = [chatsvc]
+        if args.baseline:
+            say(f"baseline: {apps.describe(args.baseline)}, in a temporary worktree")
+            served.append(stack.enter_context(apps.baseline(args.baseline)))
+        served.append(apps.bare())
+        sql = {app.name: count_sql(app) for app in served if app.database}
+        say(
+            "SQL statements per stream: "
+            + ", ".join(f"{name} {s['per_stream']:g}" for name, s in sql.items())
+        )
+        results = rounds(served, scale, server_names)
     notes = []
     if not args.no_logging_cost and "daphne" in server_names:
-        notes.append(logging_cost(token, scale, results))
+        notes.append(logging_cost(chatsvc, scale, results))
     if args.profile:
-        notes.append(profiled(token, scale))
+        notes.append(profiled(chatsvc, scale))
 
+    names = [app.name for app in served]
+    baseline = f"; baseline: {apps.describe(args.baseline)}" if args.baseline else ""
     text = "\n\n".join(
         [
             f"# make bench ({time.strftime('%Y-%m-%d %H:%M')}, {scale.rounds} rounds, "
             f"{time.monotonic() - started:.0f} s)",
+            f"Command: `python -m bench {' '.join(sys.argv[1:])}`; scale: {scale}{baseline}",
             f"Machine: {machine}",
-            report.table(results, server_names, sql),
+            report.table(results, server_names, names, sql),
+            report.readers_section(results),
             "Problems: " + ("; ".join(report.problems(results)) or "none: no failed stream, no server died."),
             f"Load average at the end: {os.getloadavg()[0]:.2f}. Streams/s needs the server's core to "
             "itself; where 'busy' is well under 100 % other processes shared it, and CPU ms / stream is "
             "the steadier figure.",
             *notes,
             "Rounds:\n\n" + report.rounds_table(results),
-            report.sql_section(sql),
+            *(report.sql_section(name, counted) for name, counted in sql.items()),
         ]
     )
     print(text)
     (RESULTS / "latest.md").write_text(text + "\n")
-    raw = {"scale": vars(scale), "sql": sql, "results": {f"{k[0]}/{k[1]}": v for k, v in results.items()}}
+    raw = {
+        "scale": vars(scale),
+        "sql": sql,
+        "results": {f"{name}/{app}": figures for (name, app), figures in results.items()},
+    }
     (RESULTS / "latest.json").write_text(json.dumps(raw, indent=1))
+    if violations := report.reader_violations(results):
+        say("R FAILED: a reader saw a gap, a duplicate or other data than the local reader:\n" + violations)
+        sys.exit(1)

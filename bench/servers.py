@@ -1,12 +1,11 @@
-"""The server under test: daphne or uvicorn, serving chatsvc or the bare baseline, pinned to core 0.
+"""The server under test: daphne or uvicorn serving one `App` (chatsvc, the baseline, bare), pinned to core 0.
 
-`Server` starts one process, waits until `/healthz` answers, and reads the process's CPU time and
-resident memory from /proc while it runs.
+`Server` starts one process in the app's source tree, waits until `/healthz` answers, and reads the
+process's CPU time and resident memory from /proc while it runs.
 """
 
 import http.client
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -17,13 +16,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from bench.apps import App
+
 BACKLOG = 2048
 SERVER_CORE, CLIENT_CORE = 0, 1
 PINNING = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
-TARGETS = {"chatsvc": "chatsvc.asgi:application", "bare": "bench.bare_asgi:application"}
 UVICORN_LOOP = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 UVICORN_HTTP = "httptools" if importlib.util.find_spec("httptools") else "h11"
-MOCK_WITHOUT_DELAY = {"default": {"BACKEND": "ai.adapters.mock.MockAdapter", "OPTIONS": {"delay": 0}}}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 EXCEPTION_LINE = re.compile(r"^((?:\w+\.)*\w*(?:Error|Exception|Timeout|Exit)): ")
 
@@ -33,20 +32,7 @@ def pinned(core: int, command: list[str]) -> list[str]:
     return ["taskset", "-c", str(core), *command] if PINNING else command
 
 
-def chatsvc_env(database_url: str, *, log_level: str = "WARNING") -> dict[str, str]:
-    """chatsvc in production shape, on the bench database with the mock adapter and no built-in delay."""
-    return {
-        "DATABASE_URL": database_url,
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-secret-key-not-for-production-0123456789",
-        "ALLOWED_HOSTS": "*",
-        "LOG_LEVEL": log_level,
-        "AI_ADAPTERS": json.dumps(MOCK_WITHOUT_DELAY),
-        "AI_DEFAULT_ADAPTER": "default",
-    }
-
-
-def server_command(server: str, app: str, port: int) -> list[str]:
+def server_command(server: str, target: str, port: int) -> list[str]:
     if server == "daphne":
         # daphne has no --backlog flag; Twisted's endpoint string sets it. -v 0: no access log.
         endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog={BACKLOG}"
@@ -55,7 +41,7 @@ def server_command(server: str, app: str, port: int) -> list[str]:
         arguments = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--backlog", str(BACKLOG)]
         arguments += ["--no-access-log", "--log-level", "warning", "--lifespan", "off"]
         arguments += ["--loop", UVICORN_LOOP, "--http", UVICORN_HTTP]
-    return pinned(SERVER_CORE, [sys.executable, *arguments, TARGETS[app]])
+    return pinned(SERVER_CORE, [sys.executable, *arguments, target])
 
 
 def free_port() -> int:
@@ -65,18 +51,20 @@ def free_port() -> int:
 
 
 class Server:
-    """One server process; `with Server(...) as server:` starts it and stops it."""
+    """One server process; `with Server("daphne", app, log_path=…) as server:` starts it and stops it."""
 
-    def __init__(self, server: str, app: str, *, env: dict[str, str], log_path: Path):
+    def __init__(self, server: str, app: App, *, log_path: Path):
         self.server, self.app = server, app
         self.port = free_port()
-        self.command = server_command(server, app, self.port)
-        self.env = {**os.environ, **env}
+        self.command = server_command(server, app.target, self.port)
+        self.env = {**os.environ, **app.env, "PYTHONPATH": str(app.root)}
         self.log_path = log_path
 
     def __enter__(self) -> "Server":
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                self.command, cwd=self.app.root, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         self._wait_until_serving()
         return self
 
@@ -93,7 +81,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.server} ({self.app}) exited:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.server} ({self.app.name}) exited:\n{self.log_tail()}")
             try:
                 connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                 connection.request("GET", "/healthz")
@@ -101,7 +89,9 @@ class Server:
                     return
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"{self.server} ({self.app}) did not start in {timeout} s:\n{self.log_tail()}")
+        raise RuntimeError(
+            f"{self.server} ({self.app.name}) did not start in {timeout} s:\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

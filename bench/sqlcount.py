@@ -124,9 +124,12 @@ class CountingProxy:
             server_writer.close()
 
 
+EMPTY = "(empty)"  # an empty query: psycopg_pool's check of a connection it hands out
+
+
 def summarise(statements: list[str], streams: int) -> dict:
-    """Statements per stream, and one stream's statements by kind (`SELECT`, `BEGIN` …)."""
-    kinds = Counter(statement.split(" ", 1)[0].upper() for statement in statements)
+    """Statements per stream, and one stream's statements by kind (`SELECT`, `BEGIN` …, `(empty)`)."""
+    kinds = Counter(statement.split(" ", 1)[0].upper() or EMPTY for statement in statements)
     return {
         "per_stream": len(statements) / streams,
         "kinds_per_stream": {kind: count / streams for kind, count in kinds.most_common()},
