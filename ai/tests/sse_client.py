@@ -3,7 +3,7 @@
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -23,30 +23,48 @@ class Frame:
         return self.data["type"] if self.data else None
 
 
-def iter_frames(response: httpx.Response) -> Iterator[Frame]:
-    """The frames of an SSE body, as they arrive (a blank line ends each)."""
-    frame = Frame()
-    data_lines: list[str] = []
-    for line in response.iter_lines():
+class FrameParser:
+    """Feeds SSE lines one by one; `feed` returns each frame once its blank line arrives."""
+
+    def __init__(self) -> None:
+        self.frame, self.data_lines = Frame(), []
+
+    def feed(self, line: str) -> Frame | None:
         if line == "":
+            frame, data_lines = self.frame, self.data_lines
+            self.frame, self.data_lines = Frame(), []
             if data_lines:
                 frame.data = json.loads("\n".join(data_lines))
-            if frame.raw_lines:
-                yield frame
-            frame, data_lines = Frame(), []
-            continue
-        frame.raw_lines.append(line)
+            return frame if frame.raw_lines else None
+        self.frame.raw_lines.append(line)
         if line.startswith(":"):
-            frame.comment = line[1:].strip()
+            self.frame.comment = line[1:].strip()
         else:
             name, _, value = line.partition(":")
             value = value.removeprefix(" ")
             if name == "id":
-                frame.id = value
+                self.frame.id = value
             elif name == "data":
-                data_lines.append(value)
+                self.data_lines.append(value)
             else:
                 raise AssertionError(f"unexpected SSE field {name!r} in {line!r}")
+        return None
+
+
+def iter_frames(response: httpx.Response) -> Iterator[Frame]:
+    """The frames of an SSE body, as they arrive (a blank line ends each)."""
+    parser = FrameParser()
+    for line in response.iter_lines():
+        if frame := parser.feed(line):
+            yield frame
+
+
+async def aiter_frames(response: httpx.Response) -> AsyncIterator[Frame]:
+    """`iter_frames` for an `httpx.AsyncClient`'s streaming response."""
+    parser = FrameParser()
+    async for line in response.aiter_lines():
+        if frame := parser.feed(line):
+            yield frame
 
 
 def stream(client: httpx.Client, server_url: str, token: str, body: dict, **kwargs):
@@ -99,3 +117,37 @@ async def stream_all(url: str, token: str, bodies: list[dict]):
                 return response.status_code, types
 
         return await asyncio.gather(*(one(body) for body in bodies))
+
+
+def assert_json_error(response: httpx.Response, status: int, code: str) -> dict:
+    """The contract's JSON error: the status, a `detail` and the machine `code`; returns the body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json", response.text
+    body = response.json()
+    assert (body["code"], bool(body["detail"])) == (code, True), body
+    return body
+
+
+async def post_together(url: str, token: str, body: dict, *, count: int, headers=None):
+    """Fire `count` copies of one request at once (one connection each); return per request its
+    status and its event frames (a stream) or its JSON body (an error)."""
+    limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=0)
+    headers = {"Authorization": f"Token {token}", **(headers or {})}
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        release = asyncio.Event()
+
+        async def one():
+            await release.wait()
+            async with client.stream(
+                "POST", f"{url}/api/ai/chat/stream", json=body, headers=headers
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    return response.status_code, response.json()
+                frames = [frame async for frame in aiter_frames(response) if frame.data is not None]
+                return response.status_code, frames
+
+        requests = [asyncio.ensure_future(one()) for _ in range(count)]
+        await asyncio.sleep(0)  # every request waits at the gate
+        release.set()
+        return await asyncio.gather(*requests)
