@@ -39,7 +39,8 @@ def server_command(server: str, target: str, port: int) -> list[str]:
         arguments = ["-m", "daphne", "-v", "0", "-e", endpoint]
     else:
         arguments = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--backlog", str(BACKLOG)]
-        arguments += ["--no-access-log", "--log-level", "warning", "--lifespan", "off"]
+        # --lifespan auto: chatsvc's lifespan writes its answers' ends at shutdown; bare Django has none.
+        arguments += ["--no-access-log", "--log-level", "warning", "--lifespan", "auto"]
         arguments += ["--loop", UVICORN_LOOP, "--http", UVICORN_HTTP]
     return pinned(SERVER_CORE, [sys.executable, *arguments, target])
 
