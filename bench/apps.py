@@ -33,10 +33,6 @@ class App:
     def with_env(self, **env: str) -> "App":
         return replace(self, env={**self.env, **env})
 
-    @property
-    def serves_chatsvc(self) -> bool:
-        return self.database is not None
-
 
 def chatsvc_env(database_url: str, *, log_level: str = "WARNING") -> dict[str, str]:
     """chatsvc in production shape, on a bench database with the mock adapter and no built-in delay."""
