@@ -224,6 +224,40 @@ def test_a_reader_leaving_changes_nothing_for_the_answer_even_under_on_disconnec
     assert_nothing_held()
 
 
+def test_a_reader_gets_keep_alive_comments_while_the_answer_is_silent(asgi_server_factory, client, token):
+    server = asgi_server_factory(AI_STREAM_KEEPALIVE="0.2")
+    with stream(client, server.url, token.key, {"message": "[mock:chunks=2][mock:delay_ms=900]"}) as post:
+        frames = iter_frames(post)
+        message_id = next(frames).data["message_id"]
+        with read_again(client, server, token.key, message_id, last_event_id="1") as again:
+            read = list(iter_frames(again))
+        event_frames(frames)
+    kinds = [frame.comment if frame.data is None else frame.type for frame in read]
+    assert kinds[-1] == "done"
+    assert kinds.count("chunk") == 2
+    assert kinds.count("keep-alive") >= 4
+    assert all(frame.raw_lines == [": keep-alive"] for frame in read if frame.data is None)
+    assert_nothing_held()
+
+
+def test_a_reload_after_the_post_hung_up_reads_the_whole_answer_again(live_asgi, token, user):
+    with httpx.Client(timeout=30) as tab, stream(tab, live_asgi.url, token.key, {"message": SLOW}) as post:
+        frames = iter_frames(post)
+        seen = [next(frames) for _ in range(4)]
+    message_id = seen[0].data["message_id"]  # the POST's connection is closed: the page reloads
+    with httpx.Client(timeout=30) as reloaded:
+        with read_again(reloaded, live_asgi, token.key, message_id, last_event_id=seen[-1].id) as again:
+            rest = event_frames(again)
+        with read_again(reloaded, live_asgi, token.key, message_id) as again:
+            everything = event_frames(again)
+    assert wire(everything[:4]) == wire(seen)
+    assert wire(everything[4:]) == wire(rest)
+    assert rest[-1].data["finish_reason"] == "stop"
+    assert Message.objects.get(pk=message_id).content == text_of(everything)
+    assert quota_of(user)[0] == 1
+    assert_nothing_held()
+
+
 def test_read_again_after_the_replay_ttl_is_204_with_no_body(short_replay, client, token):
     posted = post_events(client, short_replay, token.key, {"message": FAST})
     message_id = posted[0].data["message_id"]
@@ -463,21 +497,29 @@ def test_a_stale_streaming_answer_does_not_block_a_new_message(live_asgi, client
 
 
 # --- Idempotency-Key ------------------------------------------------------------------------------
-def test_twenty_identical_requests_with_one_key_at_once_start_one_answer_charged_once(live_asgi, token, user):
+@pytest.mark.parametrize("conversation", ["new", "existing"])
+def test_twenty_identical_requests_with_one_key_at_once_start_one_answer_charged_once(
+    live_asgi, client, token, user, conversation
+):
     body = {"message": "only once [mock:chunks=6][mock:delay_ms=50]"}
+    before = 0
+    if conversation == "existing":
+        earlier = post_events(client, live_asgi, token.key, {"message": FAST})
+        body["conversation_id"] = earlier[0].data["conversation_id"]
+        before = 1
     results = asyncio.run(
         post_together(live_asgi.url, token.key, body, count=20, headers={"Idempotency-Key": "send-1"})
     )
-    assert [status for status, _ in results] == [200] * 20
+    assert [status for status, _ in results] == [200] * 20, "a retry is neither a 409 nor an error"
     first = results[0][1]
     assert [frame.type for frame in first] == ["start"] + ["chunk"] * 6 + ["done"]
     for _, frames in results:
         assert wire(frames) == wire(first)
-    assert Message.objects.filter(role="user").count() == 1
-    assert Message.objects.filter(role="assistant").count() == 1
+    assert Message.objects.filter(role="user").count() == before + 1
+    assert Message.objects.filter(role="assistant").count() == before + 1
     assert Conversation.objects.count() == 1
-    assert Message.objects.get(role="assistant").content == text_of(first)
-    assert quota_of(user)[0] == 1
+    assert Message.objects.get(pk=first[0].data["message_id"]).content == text_of(first)
+    assert quota_of(user)[0] == before + 1
     assert_nothing_held()
 
 
