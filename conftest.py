@@ -148,6 +148,55 @@ def _inherited_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name not in NOT_INHERITED}
 
 
+class StartingServer(LiveASGIServer):
+    """A live server that is ready once it answers at all: its /healthz is meant to say 503."""
+
+    ready_statuses = (200, 503)
+
+
+class RedisServer:
+    """A redis-server of this test's own on a free port (never the machine's)."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not self._accepts():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def _accepts(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Stop it and start a new, empty one on the same port (Redis keeps nothing on disk here)."""
+        self.stop()
+        self.__init__(self.port)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

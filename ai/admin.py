@@ -1,10 +1,9 @@
 """The message admin, with what only `ai` knows: which answers are live, and a Stop action for them."""
 
-from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.db.models import BooleanField, ExpressionWrapper
 
-from ai import generations
+from ai.views import stop
 from conversations.admin import MessageAdmin
 from conversations.models import Message
 from conversations.services import live_streams
@@ -27,7 +26,7 @@ class LiveMessageAdmin(MessageAdmin):
     @admin.action(description="Stop the selected answers still being generated")
     def stop_answers(self, request, queryset):
         answers = list(queryset.filter(live_streams(), role=Message.Role.ASSISTANT))
-        unconfirmed = [answer for answer in answers if not async_to_sync(generations.answer_stop)(answer.pk)]
+        unconfirmed = [answer for answer in answers if not stop(answer.pk)]
         stopped = len(answers) - len(unconfirmed)
         self.message_user(request, f"Stopped {stopped} answer(s).", messages.SUCCESS)
         if unconfirmed:

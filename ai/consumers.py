@@ -13,7 +13,6 @@ from contextlib import aclosing
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.conf import settings
 from django.http import HttpRequest
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
@@ -186,25 +185,22 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         """Send the answer's chunks after the frame's `lastSequence`, numbered from 0 as the first reader
         was sent them, then `end`; False when no process keeps its events."""
         request_id, after = frame["requestId"], frame.get("lastSequence", -1)
-        ended = False
-        try:
+        if first_reader:
+            events = generations.first_reading(answer_id)
+        else:
             events = await generations.answer_open(answer_id)
-            if events is None:
-                return False
-            await self.send_json({"type": "start", "requestId": request_id})
-            sequence = 0
-            async with aclosing(ui_stream.chunk_stream(events, message_id=answer_id)) as chunks:
-                async for chunk in chunks:
-                    if chunk is None:
-                        continue
-                    if sequence > after:
-                        await self.send_json(
-                            {"type": "chunk", "requestId": request_id, "sequence": sequence, "chunk": chunk}
-                        )
-                    sequence += 1
-            await self.send_json({"type": "end", "requestId": request_id})
-            ended = True
-            return True
-        finally:
-            if first_reader and not ended and settings.AI_STREAM_ON_DISCONNECT == "interrupt":
-                generations.answer_interrupt(answer_id)
+        if events is None:
+            return False
+        await self.send_json({"type": "start", "requestId": request_id})
+        sequence = 0
+        async with aclosing(ui_stream.chunk_stream(events, message_id=answer_id)) as chunks:
+            async for chunk in chunks:
+                if chunk is None:
+                    continue
+                if sequence > after:
+                    await self.send_json(
+                        {"type": "chunk", "requestId": request_id, "sequence": sequence, "chunk": chunk}
+                    )
+                sequence += 1
+        await self.send_json({"type": "end", "requestId": request_id})
+        return True

@@ -22,7 +22,8 @@ from django.conf import settings
 
 from ai import relay, services
 from ai.adapters import adapters
-from ai.adapters.base import AdapterError, Finish, Usage
+from ai.adapters.base import AdapterError, AdapterRefused, Finish, Usage
+from chatsvc import metrics
 from conversations import selectors as conversation_selectors
 from conversations.models import Message
 from quota import services as quota_services
@@ -59,6 +60,7 @@ INTERNAL_ERROR = Failure(
     "internal_error", "Something went wrong on our side; the answer was not finished.", False
 )
 INTERRUPTED = Failure("interrupted", "The answer was interrupted: its server stopped. Try again.", True)
+NOT_RETRYABLE = {AdapterRefused.code, INTERNAL_ERROR.code}  # the codes of the contract's `retryable: false`
 
 
 class Generation:
@@ -100,6 +102,7 @@ class Generation:
                         continue
                     if first_chunk is None:
                         first_chunk = time.monotonic() - began
+                        metrics.first_chunk(start.adapter_alias, first_chunk)
                     parts.append(item)
                     self._log({"type": "chunk", "content": item})
             status = Message.Status.COMPLETE
@@ -192,6 +195,7 @@ class Generation:
         seconds without one. Never holds the generation: the reader only waits for news."""
         keepalive = settings.AI_STREAM_KEEPALIVE
         self.readers += 1
+        metrics.reader_opened()
         try:
             while True:
                 while after < len(self.events):
@@ -200,6 +204,8 @@ class Generation:
                     yield event
                     if event.ends:
                         return
+                if self.ended.is_set():
+                    return  # read from its last event on: nothing more will come
                 if self._changed is None:
                     self._changed = asyncio.get_running_loop().create_future()
                 done, _ = await asyncio.wait({self._changed}, timeout=keepalive)
@@ -207,6 +213,7 @@ class Generation:
                     yield None
         finally:
             self.readers -= 1
+            metrics.reader_closed()
 
     async def wait_after(self, after: int, wait: float) -> list[Event]:
         """The events after `after`, waiting up to `wait` seconds for one when there are none yet."""
@@ -231,6 +238,7 @@ async def generation_start(start: services.StreamStart) -> Generation:
     """Spawn the owner of a started answer. Its task runs in a clean context: it outlives the request
     and must not inherit the request's thread-sensitive context (one thread per answer)."""
     generation = Generation(start)
+    metrics.answer_started(start.adapter_alias)
     loop = asyncio.get_running_loop()
     generation.task = loop.create_task(_own(generation), context=contextvars.Context())
     _generations[start.answer_id] = generation
@@ -259,6 +267,11 @@ def _forget(answer_id: uuid.UUID, generation: Generation) -> None:
     if _generations.get(answer_id) is generation:
         del _generations[answer_id]
         relay.owner_left(answer_id)
+
+
+def kept() -> list[uuid.UUID]:
+    """The answers whose events this process keeps (running, or ended within the replay window)."""
+    return list(_generations)
 
 
 def local(answer_id) -> Generation | None:
@@ -328,18 +341,27 @@ def stored_events(answer: Message) -> list[Event]:
             }
         )
     elif answer.status == Message.Status.FAILED:
-        failure = Failure(answer.error_code, answer.error_message, answer.error_code != "adapter_refused")
+        failure = Failure(answer.error_code, answer.error_message, answer.error_code not in NOT_RETRYABLE)
         data.append(_error_data(failure, str(answer.pk)))
     else:
         data.append(_error_data(INTERRUPTED, str(answer.pk)))
     return [Event(number, item) for number, item in enumerate(data, 1)]
 
 
-def answer_interrupt(answer_id) -> None:
-    """End a running answer of this process as interrupted (`AI_STREAM_ON_DISCONNECT = "interrupt"`)."""
+async def first_reading(answer_id) -> AsyncIterator[Event | None]:
+    """The events of the request that started the answer (this process owns it), for any transport.
+
+    Its hang-up ends the answer (interrupted) only under `AI_STREAM_ON_DISCONNECT = "interrupt"`; by
+    default the answer goes on for its other readers, and to its end."""
     generation = local(answer_id)
-    if generation is not None:
-        generation.cut(Message.Status.INTERRUPTED)
+    ended = False
+    try:
+        async for event in generation.read(0):
+            yield event
+        ended = True
+    finally:
+        if not ended and settings.AI_STREAM_ON_DISCONNECT == "interrupt":
+            generation.cut(Message.Status.INTERRUPTED)
 
 
 async def answer_stop(answer_id) -> bool:
@@ -405,7 +427,16 @@ async def _run_to_end(awaitable):
 
 
 def _log_line(start, chunks, usage, first_chunk, began, status, failure) -> None:
+    """The answer's log line for operators, and its metrics."""
     outcome = f"failed:{failure.code}" if status == Message.Status.FAILED else str(status)
+    seconds = time.monotonic() - began
+    metrics.answer_ended(
+        start.adapter_alias,
+        outcome,
+        seconds,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+    )
     fields = {
         "user": start.user.get_username(),
         "conversation": str(start.conversation_id),
@@ -413,7 +444,7 @@ def _log_line(start, chunks, usage, first_chunk, began, status, failure) -> None
         "chunks": chunks,
         "tokens": usage.total_tokens if usage else None,
         "first_chunk_ms": round(first_chunk * 1000) if first_chunk is not None else None,
-        "duration_ms": round((time.monotonic() - began) * 1000),
+        "duration_ms": round(seconds * 1000),
         "outcome": outcome,
     }
     logger.info(

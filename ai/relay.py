@@ -54,18 +54,30 @@ class _Relay:
     async def _listen(self) -> None:
         self.channel = await self.layer.new_channel()
         self._ready.set_result(self.channel)
+        lost = False
         while True:
             try:
+                if lost:
+                    await self._rejoin()
+                    lost = False
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.warning("channel layer receive failed; listening again", exc_info=True)
+                logger.warning("channel layer failed; listening again", exc_info=True)
+                lost = True
                 await asyncio.sleep(RECONNECT_DELAY)
                 continue
             handler = getattr(self, "on_" + message.get("type", "").replace(".", "_"), None)
             if handler is not None:
                 handler(message)
+
+    async def _rejoin(self) -> None:
+        """Join again the groups of the answers this process keeps: a restarted Redis forgot them."""
+        from ai.generations import kept
+
+        for answer_id in kept():
+            await self.layer.group_add(_group(answer_id), self.channel)
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -88,7 +100,8 @@ class _Relay:
             reply["found"] = False
         else:
             events = await generation.wait_after(message["after"], wait=message["wait"])
-            reply.update(found=True, events=[[event.id, event.data] for event in events])
+            events_data = [[event.id, event.data] for event in events]
+            reply.update(found=True, events=events_data, ended=generation.ended.is_set())
         await self._send(message["reply_to"], reply)
 
     async def _answer_stop(self, message: dict) -> None:
@@ -197,6 +210,8 @@ async def _remote_events(answer_id: uuid.UUID, after: int, reply: dict):
             yield Event(after + 1, _error_data(INTERRUPTED, str(answer_id)))
             return
         if not reply["events"]:
+            if reply["ended"]:
+                return  # read from its last event on: nothing more will come
             yield None  # nothing new for a while: the transport sends a keep-alive
         for event_id, data in reply["events"]:
             event = Event(event_id, data)

@@ -4,8 +4,6 @@ answer and `GET /api/ai/chat/<id>` gives a page its initial messages."""
 
 from contextlib import aclosing
 
-from asgiref.sync import async_to_sync
-from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -14,7 +12,7 @@ from rest_framework.response import Response
 
 from ai import generations, ui_stream
 from ai.sdk_serializers import UIChatRequestSerializer, UIChatSerializer, conversation_id_for
-from ai.views import StreamView, start_answer
+from ai.views import StreamView, start_answer, stop
 from chatsvc.api import JSONBodyMixin
 from conversations import selectors
 from conversations.models import Conversation
@@ -35,21 +33,16 @@ def ui_response(frames) -> StreamingHttpResponse:
 
 
 async def ui_frames(answer_id, *, first_reader: bool = False):
-    """The answer's UI message stream from its start, as SSE frames, ending with `data: [DONE]`.
-
-    The first reader's hang-up stops the answer only under `AI_STREAM_ON_DISCONNECT = "interrupt"`."""
-    ended = False
-    try:
+    """The answer's UI message stream from its start, as SSE frames, ending with `data: [DONE]`."""
+    if first_reader:
+        events = generations.first_reading(answer_id)
+    else:
         events = await generations.answer_open(answer_id)
-        if events is not None:
-            async with aclosing(ui_stream.chunk_stream(events, message_id=str(answer_id))) as chunks:
-                async for chunk in chunks:
-                    yield ui_stream.sse_frame(chunk)
-        yield ui_stream.DONE
-        ended = True
-    finally:
-        if first_reader and not ended and settings.AI_STREAM_ON_DISCONNECT == "interrupt":
-            generations.answer_interrupt(answer_id)
+    if events is not None:
+        async with aclosing(ui_stream.chunk_stream(events, message_id=str(answer_id))) as chunks:
+            async for chunk in chunks:
+                yield ui_stream.sse_frame(chunk)
+    yield ui_stream.DONE
 
 
 class UIChatView(JSONBodyMixin, StreamView):
@@ -126,7 +119,7 @@ class UIChatStopView(StreamView):
     def post(self, request, chat_id):
         conversation = _conversation_or_404(request, chat_id)
         answer = selectors.running_answer(user=request.user, conversation_id=conversation.pk)
-        stopped = answer is not None and async_to_sync(generations.answer_stop)(answer.pk)
+        stopped = answer is not None and stop(answer.pk)
         return Response({"stopped": stopped})
 
 

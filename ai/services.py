@@ -6,6 +6,8 @@
 that asks the adapter and keeps the answer's events, is in `ai.generations`.
 """
 
+import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -18,7 +20,7 @@ from datetime import timedelta
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from ai.adapters.base import ChatMessage, Usage
@@ -85,6 +87,17 @@ def stream_start(
     Raises `Conversation.DoesNotExist` (not the caller's), `StreamInProgress`, `NothingToRegenerate`,
     `AdapterNotConfigured`, `QuotaExceeded`.
     """
+    try:
+        started = _start(user, message, conversation_id, adapter, regenerate, create_missing, idempotency_key)
+    finally:
+        # The answer may last minutes: thousands of them must not hold thousands of connections.
+        connection.close()
+    if isinstance(started, StreamStart) and settings.AI_SYSTEM_PROMPT:
+        started.context.insert(0, {"role": "system", "content": settings.AI_SYSTEM_PROMPT})
+    return started
+
+
+def _start(user, message, conversation_id, adapter, regenerate, create_missing, idempotency_key):
     key = fingerprint = None
     if idempotency_key is not None:
         key = f"{user.pk}:{idempotency_key}"
@@ -98,7 +111,10 @@ def stream_start(
         with transaction.atomic():
             conversation, new = _claim_conversation(user, message, conversation_id, adapter, create_missing)
             if key and (retry := _retry_of(key, fingerprint)):
-                return retry  # the racing first request committed while this one waited for the row
+                # The racing first request committed while this one waited for the row: keep nothing
+                # of this one (a conversation it may have created).
+                transaction.set_rollback(True)
+                return retry
             if not new:
                 conversation_services.conversation_ensure_idle(conversation_id=conversation.pk)
             if conversation.adapter not in settings.AI_ADAPTERS:
@@ -120,12 +136,6 @@ def stream_start(
         if key and (retry := _retry_of(key, fingerprint)):
             return retry  # a racing request with the same key won
         raise
-    finally:
-        # The answer may last minutes: thousands of them must not hold thousands of connections.
-        connection.close()
-    context = exchange.context
-    if settings.AI_SYSTEM_PROMPT:
-        context.insert(0, {"role": "system", "content": settings.AI_SYSTEM_PROMPT})
     return StreamStart(
         user=user,
         conversation_id=conversation.pk,
@@ -133,7 +143,7 @@ def stream_start(
         answer_id=exchange.answer.pk,
         reservation_id=reservation.pk,
         adapter_alias=conversation.adapter,
-        context=context,
+        context=exchange.context,
     )
 
 
@@ -161,10 +171,11 @@ def _claim_conversation(user, message, conversation_id, adapter, create_missing)
 
 
 def _retry_of(key: str, fingerprint: str) -> Retry | None:
-    answer = conversation_services.answer_for_idempotency_key(key=key, ttl=settings.AI_IDEMPOTENCY_TTL)
-    if answer is None:
+    found = conversation_services.answer_for_idempotency_key(key=key, ttl=settings.AI_IDEMPOTENCY_TTL)
+    if found is None:
         return None
-    if answer.idempotency_fingerprint != fingerprint:
+    answer, first_fingerprint = found
+    if first_fingerprint != fingerprint:
         raise IdempotencyKeyMismatch
     return Retry(answer_id=answer.pk)
 
@@ -186,15 +197,33 @@ def _in_transaction(work):
     return sync_to_async(run, thread_sensitive=False)()
 
 
+async def _retrying(work):
+    """`_in_transaction(work)`, tried again with backoff for up to `DATABASE_RETRY_SECONDS` while the
+    database cannot be reached (a restart, a failover). Only connection errors are retried — never an
+    integrity error, never a statement the database refused. `work(retry=True)` on a retry: its first
+    attempt may have committed just before the connection broke."""
+    deadline = time.monotonic() + settings.DATABASE_RETRY_SECONDS
+    delay, retry = 0.1, False
+    while True:
+        try:
+            return await _in_transaction(functools.partial(work, retry=retry))
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("database unreachable; trying again in %.1f s", delay)
+        await asyncio.sleep(delay)
+        delay, retry = min(delay * 2, 2.0), True
+
+
 async def answer_renew(start: StreamStart, content: str) -> None:
     """Renew the reservation and the answer's heartbeat, saving the text so far (its `content` may
     lag behind the chunks sent, never run ahead of them)."""
 
-    def work():
+    def work(retry: bool):
         quota_services.quota_renew(reservation_id=start.reservation_id)
         conversation_services.message_heartbeat(message_id=start.answer_id, content=content)
 
-    await _in_transaction(work)
+    await _retrying(work)
 
 
 def answer_finish(
@@ -210,7 +239,7 @@ def answer_finish(
         status == Message.Status.INTERRUPTED and settings.QUOTA_CHARGE_INTERRUPTED
     )
 
-    def work():
+    def work(retry: bool):
         written = conversation_services.message_finish(
             message_id=start.answer_id,
             content=content,
@@ -219,6 +248,10 @@ def answer_finish(
             error_code=error.code if error else "",
             error_message=error.message if error else "",
         )
+        if not written and retry and _ended_as(start.answer_id, status):
+            # The attempt before this one committed (its answer was lost with the connection): the
+            # end and the quota were written once, by it.
+            return True, quota_services.quota_status(user=start.user).stream_quota if charge else None
         if not (written and charge):
             quota_services.quota_release(reservation_id=start.reservation_id)
             return written, None
@@ -226,7 +259,11 @@ def answer_finish(
         status_after = quota_services.quota_commit(reservation_id=start.reservation_id, tokens=tokens)
         return True, status_after.stream_quota
 
-    return _in_transaction(work)
+    return _retrying(work)
+
+
+def _ended_as(answer_id, status: str) -> bool:
+    return Message.objects.filter(pk=answer_id, status=status).exists()
 
 
 def usage_dict(usage: Usage) -> dict:

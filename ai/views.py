@@ -1,11 +1,15 @@
 """The contract's stream endpoints: start an answer (`POST /api/ai/chat/stream`), read it again
 (`GET /api/ai/chat/stream/<id>`) and stop it (`POST /api/ai/chat/stream/<id>/stop`)."""
 
+import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
-from django.http import HttpResponse
+from django.db import connection
+from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -17,7 +21,8 @@ from rest_framework.views import APIView
 
 from ai import generations, services, sse
 from ai.serializers import ChatRequestSerializer, idempotency_key, last_event_id
-from chatsvc.api import JSONBodyMixin
+from chatsvc import metrics
+from chatsvc.api import JSONBodyMixin, error_body
 from conversations import selectors
 from conversations.api.serializers import MessageSerializer
 from conversations.api.views import StreamInProgressError
@@ -76,15 +81,66 @@ def start_answer(*, user, **request) -> services.StreamStart | services.Retry:
     except services.AdapterNotConfigured as error:
         raise AdapterUnavailableError(str(error)) from None
     except QuotaExceeded as error:
+        metrics.quota_refused(error.resource)
         raise QuotaExceededError(error) from None
     if isinstance(started, services.StreamStart):
         generations.launch(started)
     return started
 
 
+OVERLOADED_RETRY_AFTER = 5  # seconds
+
+
+@functools.cache
+def _start_slots() -> tuple[asyncio.Semaphore, ThreadPoolExecutor]:
+    """As many starts at once as the database pool can serve, with a quarter of it left for the
+    answers' heartbeats and ends (SQLite: a few; its writes take turns anyway)."""
+    pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
+    size = max(1, pool["max_size"] * 3 // 4) if isinstance(pool, dict) else 4
+    return asyncio.Semaphore(size), ThreadPoolExecutor(size, thread_name_prefix="start")
+
+
+def admitted(view):
+    """`view` (a sync DRF view that starts an answer) as an async view whose requests wait for their
+    turn in the event loop, at most as many in a thread at once as there are database connections for
+    them — not a thread each racing the pool's timeout. A request that would wait longer than
+    `AI_START_QUEUE_TIMEOUT` is refused at once, before anything is read, stored or reserved:
+    503 `overloaded` with `Retry-After`."""
+
+    def run(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        finally:
+            connection.close()  # back to the pool: this thread serves the next start
+
+    @functools.wraps(view)
+    async def admitted_view(request, *args, **kwargs):
+        slots, executor = _start_slots()
+        try:
+            await asyncio.wait_for(slots.acquire(), settings.AI_START_QUEUE_TIMEOUT)
+        except TimeoutError:
+            metrics.http_error(503, "overloaded")
+            body = error_body("The service is saturated; try again shortly.", "overloaded")
+            return JsonResponse(body, status=503, headers={"Retry-After": str(OVERLOADED_RETRY_AFTER)})
+        try:
+            return await sync_to_async(run, thread_sensitive=False, executor=executor)(
+                request, *args, **kwargs
+            )
+        finally:
+            slots.release()
+
+    return admitted_view
+
+
 class StreamView(APIView):
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JSONErrorsNegotiation
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        # The stream is read without the database: its connection goes back to the pool now, not
+        # when the last byte is sent.
+        connection.close()
+        return super().finalize_response(request, response, *args, **kwargs)
 
 
 STREAM_RESPONSE = OpenApiResponse(
@@ -125,20 +181,14 @@ class ChatStreamView(JSONBodyMixin, StreamView):
         started = start_answer(user=request.user, idempotency_key=key, **serializer.validated_data)
         if isinstance(started, services.Retry):
             return sse.response(sse.frames(generations.answer_replay(started.answer_id)))
-        return sse.response(_first_reader(started.answer_id))
+        return sse.response(sse.frames(generations.first_reading(started.answer_id)))
 
 
-async def _first_reader(answer_id):
-    """The frames of the request that started the answer. Its hang-up stops the answer only under
-    `AI_STREAM_ON_DISCONNECT = "interrupt"`; by default the answer goes on for its other readers."""
-    ended = False
-    try:
-        async for frame in sse.frames(await generations.answer_open(answer_id)):
-            yield frame
-        ended = True
-    finally:
-        if not ended and settings.AI_STREAM_ON_DISCONNECT == "interrupt":
-            generations.answer_interrupt(answer_id)
+def stop(answer_id) -> bool:
+    """`generations.answer_stop()` from a view's thread, its database connection given back first:
+    none is held while the owner confirms."""
+    connection.close()
+    return async_to_sync(generations.answer_stop)(answer_id)
 
 
 def _answer_or_404(request, message_id) -> Message:
@@ -201,7 +251,7 @@ class AnswerStopView(StreamView):
         answer = _answer_or_404(request, message_id)
         confirmed = True
         if answer.status == Message.Status.STREAMING:
-            confirmed = async_to_sync(generations.answer_stop)(answer.pk)
+            confirmed = stop(answer.pk)
             answer.refresh_from_db()
         code = status.HTTP_200_OK if confirmed else status.HTTP_202_ACCEPTED
         return Response(MessageSerializer(answer).data, status=code)

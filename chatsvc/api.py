@@ -1,8 +1,9 @@
 """What every JSON API under /api/ shares: the error shape and pagination."""
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
-from rest_framework import exceptions, pagination, serializers
+from rest_framework import exceptions, pagination, serializers, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from chatsvc import metrics
@@ -13,12 +14,27 @@ def error_body(detail, code: str, **extra) -> dict:
     return {"detail": str(detail), "code": code, **extra}
 
 
+class ServiceUnavailable(exceptions.APIException):
+    """503 with a `Retry-After`: the database cannot be reached, or the server is saturated."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "database_unavailable"
+    default_detail = "The database cannot be reached; try again shortly."
+    retry_after = 5
+
+    def __init__(self, detail=None, code=None):
+        super().__init__(detail, code)
+        self.wait = self.retry_after  # DRF's handler turns `wait` into `Retry-After`
+
+
 def exception_handler(exc, context):
     """DRF's handler, with every error answer reshaped to `{"detail", "code"}` and counted."""
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, OperationalError | InterfaceError):  # the pool's timeout included
+        exc = ServiceUnavailable()
     response = drf_exception_handler(exc, context)
     if response is None:
         return None  # not an API error: Django logs it and answers 500 (see chatsvc.views)

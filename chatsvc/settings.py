@@ -117,6 +117,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
         "timeout": env.int("DATABASE_POOL_TIMEOUT", default=10),
     }
+    # The pool checks a connection as it hands it out (`ConnectionPool.check_connection`): after a
+    # database restart, no request gets a dead one.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # Nothing waits forever: a lock wait or a statement longer than these fails (seconds; 0: no limit).
     # Options given in DATABASE_URL (`?options=…`) come last, so they win.
     DATABASES["default"]["OPTIONS"]["options"] = " ".join(
@@ -133,6 +136,8 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# How long the end of an answer and its heartbeat retry a lost database connection (seconds).
+DATABASE_RETRY_SECONDS = env.float("DATABASE_RETRY_SECONDS", default=30.0)
 
 # --- Channels (REDIS_URL is optional: the layer for signals across processes) -------------------
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -238,6 +243,8 @@ AI_STREAM_ON_DISCONNECT = env.str("AI_STREAM_ON_DISCONNECT", default="continue")
 AI_STREAM_REPLAY_TTL = env.float("AI_STREAM_REPLAY_TTL", default=600.0)
 AI_STREAM_OWNER_TIMEOUT = env.float("AI_STREAM_OWNER_TIMEOUT", default=10.0)
 AI_IDEMPOTENCY_TTL = env.float("AI_IDEMPOTENCY_TTL", default=86400.0)
+# A start that would wait longer than this for a database connection is refused: 503 `overloaded`.
+AI_START_QUEUE_TIMEOUT = env.float("AI_START_QUEUE_TIMEOUT", default=15.0)
 
 # --- Quota ------------------------------------------------------------------------------------
 QUOTA_PERIOD = env.str("QUOTA_PERIOD", default="day")

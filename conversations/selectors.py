@@ -1,6 +1,6 @@
 """Reads of conversations and messages that need care: ownership, order, the admin's counts."""
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from conversations.models import Conversation, Message
 from conversations.services import live_streams
@@ -35,6 +35,20 @@ def running_answer(*, user, conversation_id) -> Message | None:
             conversation_id=conversation_id,
             conversation__user=user,
             role=Message.Role.ASSISTANT,
+        )
+        .order_by("-created_at", "-position")
+        .first()
+    )
+
+
+def question_of(*, answer: Message) -> Message | None:
+    """The user message an answer answers: the conversation's last one before it."""
+    return (
+        Message.objects.filter(
+            Q(created_at__lt=answer.created_at)
+            | Q(created_at=answer.created_at, position__lt=answer.position),
+            conversation_id=answer.conversation_id,
+            role=Message.Role.USER,
         )
         .order_by("-created_at", "-position")
         .first()

@@ -33,7 +33,7 @@ def title_from_message(content: str) -> str:
     return title
 
 
-def conversation_create(*, user, adapter: str, title: str = "", id=None) -> Conversation:  # noqa: A002
+def conversation_create(*, user, adapter: str, title: str = "", id=None) -> Conversation:
     """A new conversation; `id` picks its UUID (an AI SDK chat's), an existing one raises IntegrityError."""
     return Conversation.objects.create(user=user, adapter=adapter, title=title, **({"id": id} if id else {}))
 
@@ -122,8 +122,9 @@ def exchange_start(
 
     The context is the conversation's last `context_limit` messages with content, oldest first, the
     new question last (a new conversation has no earlier ones to read). Call inside the caller's
-    transaction: it is one part of starting a stream. An `idempotency_key` taken already raises
-    `IntegrityError` (the caller's transaction is then lost: the racing request won).
+    transaction: it is one part of starting a stream. The `idempotency_key` is kept with the question;
+    one taken already raises `IntegrityError` (the caller's transaction is then lost: the racing
+    request won).
     """
     earlier = []
     if not new_conversation and context_limit > 1:
@@ -138,8 +139,10 @@ def exchange_start(
                 created_at=now,
                 updated_at=now,
                 position=0,
+                idempotency_key=idempotency_key,
+                idempotency_fingerprint=fingerprint,
             ),
-            _new_answer(conversation, now, idempotency_key, fingerprint, position=1),
+            _new_answer(conversation, now, position=1),
         ]
     )
     context = [{"role": role, "content": text} for role, text in reversed(earlier)]
@@ -159,7 +162,8 @@ def exchange_regenerate(
     message, is deleted (it is replaced, not sent as context), and a new streaming answer added.
 
     Raises `NothingToRegenerate` when there is no user message. Call inside the caller's transaction,
-    after `conversation_ensure_idle`.
+    after `conversation_ensure_idle`. A regenerate adds no question: its `idempotency_key` is kept with
+    its answer.
     """
     last = (
         Message.objects.filter(conversation_id=conversation.pk).order_by("-created_at", "-position").first()
@@ -174,7 +178,8 @@ def exchange_regenerate(
     if question is None:
         raise NothingToRegenerate
     earlier = _recent(conversation_id=conversation.pk, limit=context_limit) if context_limit > 0 else []
-    answer = _new_answer(conversation, timezone.now(), idempotency_key, fingerprint, position=0)
+    answer = _new_answer(conversation, timezone.now(), position=0)
+    answer.idempotency_key, answer.idempotency_fingerprint = idempotency_key, fingerprint
     answer.save(force_insert=True)
     context = [{"role": role, "content": text} for role, text in reversed(earlier)]
     return Exchange(question=question, answer=answer, context=context)
@@ -190,7 +195,7 @@ def _recent(*, conversation_id, limit: int) -> list[tuple[str, str]]:
     )
 
 
-def _new_answer(conversation, now, idempotency_key, fingerprint, *, position: int) -> Message:
+def _new_answer(conversation, now, *, position: int) -> Message:
     return Message(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
@@ -198,33 +203,38 @@ def _new_answer(conversation, now, idempotency_key, fingerprint, *, position: in
         created_at=now,
         updated_at=now,
         position=position,
-        idempotency_key=idempotency_key,
-        idempotency_fingerprint=fingerprint,
     )
 
 
-def answer_for_idempotency_key(*, key: str, ttl: float) -> Message | None:
-    """The answer started with `key` ("<user pk>:<key>") within the last `ttl` seconds, or None.
+def answer_for_idempotency_key(*, key: str, ttl: float) -> tuple[Message, str] | None:
+    """The answer of the request made with `key` ("<user pk>:<key>") within the last `ttl` seconds, and
+    that request's fingerprint; None when there is none.
 
-    An older one gives its key up (so a new request may take it)."""
-    answer = Message.objects.filter(idempotency_key=key).first()
-    if answer is not None and answer.created_at < timezone.now() - timedelta(seconds=ttl):
-        Message.objects.filter(pk=answer.pk).update(idempotency_key=None)
+    A submitted message keeps its key: its answer is the one after it (the latest, when it was
+    regenerated); a regenerate's key is kept with its answer. A key older than `ttl`, or whose answer is
+    gone, is given up (a new request may take it)."""
+    keyed = Message.objects.filter(idempotency_key=key).first()
+    if keyed is None:
         return None
-    return answer
-
-
-def question_of(*, answer: Message) -> Message | None:
-    """The user message an answer answers: the conversation's last one up to the answer."""
-    return (
-        Message.objects.filter(
-            Q(created_at__lt=answer.created_at)
-            | Q(created_at=answer.created_at, position__lt=answer.position),
-            conversation_id=answer.conversation_id,
-            role=Message.Role.USER,
+    answer = keyed
+    if keyed.role == Message.Role.USER:
+        answer = (
+            Message.objects.filter(
+                _after(keyed), conversation_id=keyed.conversation_id, role=Message.Role.ASSISTANT
+            )
+            .order_by("created_at", "position")
+            .first()
         )
-        .order_by("-created_at", "-position")
-        .first()
+    if answer is None or keyed.created_at < timezone.now() - timedelta(seconds=ttl):
+        Message.objects.filter(pk=keyed.pk).update(idempotency_key=None)
+        return None
+    return answer, keyed.idempotency_fingerprint
+
+
+def _after(message: Message) -> Q:
+    """Messages after `message` in its conversation's order."""
+    return Q(created_at__gt=message.created_at) | Q(
+        created_at=message.created_at, position__gt=message.position
     )
 
 

@@ -204,6 +204,21 @@ def test_several_readers_at_once_all_see_the_sequence_the_post_saw(live_asgi, to
     assert_nothing_held()
 
 
+def test_more_readers_than_database_connections_all_read_the_answer_to_its_end(asgi_server_factory, token):
+    """A reader holds no database connection while it reads: a pool of 4 serves 10 readers, and the
+    answer's end is still written."""
+    server = asgi_server_factory(
+        DATABASE_POOL_MAX_SIZE="4", DATABASE_POOL_TIMEOUT="3", DATABASE_RETRY_SECONDS="3"
+    )
+    afters = [0] * 10
+    posted, reads = asyncio.run(read_together(server, token.key, f"crowd {SLOW}", afters=afters))
+    assert [status for status, _ in reads] == [200] * 10
+    assert posted[-1].data["type"] == "done", posted[-1].data
+    for _, read in reads:
+        assert wire(read) == wire(posted)
+    assert_nothing_held()
+
+
 def test_a_reader_leaving_changes_nothing_for_the_answer_even_under_on_disconnect_interrupt(
     asgi_server_factory, client, token, user
 ):
@@ -326,6 +341,24 @@ def test_read_again_with_a_bad_last_event_id_is_a_400_json(live_asgi, client, to
         )
     body = assert_json_error(response, 400, "invalid")
     assert "last_event_id" in body["errors"]
+
+
+def test_read_again_from_the_last_event_of_an_ended_answer_ends_at_once_with_no_event(live_asgi, token):
+    """An EventSource that got `done` and reconnects sends the done's id: nothing is left to send, so the
+    answer must end (200 with no event, or 204), not hold the connection open with keep-alives."""
+    with httpx.Client(timeout=30) as client:
+        posted = post_events(client, live_asgi, token.key, {"message": FAST})
+    message_id, last = posted[0].data["message_id"], posted[-1].id
+    # A read timeout well below AI_STREAM_KEEPALIVE (15 s): an answer that waits for news times out.
+    with httpx.Client(timeout=httpx.Timeout(30, read=5)) as client:
+        for after in (last, str(int(last) + 10)):
+            try:
+                with read_again(client, live_asgi, token.key, message_id, last_event_id=after) as again:
+                    frames = list(iter_frames(again))
+            except httpx.ReadTimeout:
+                pytest.fail(f"Last-Event-ID {after} (the done is {last}): the stream never ended")
+            assert again.status_code in (200, 204)
+            assert frames == []
 
 
 # --- stop: POST /api/ai/chat/stream/<message_id>/stop ---------------------------------------------
@@ -573,6 +606,55 @@ def test_a_retry_while_the_answer_is_kept_gets_its_events_from_the_first_and_cha
     assert_nothing_held()
 
 
+def test_a_retry_after_the_replay_window_gets_the_stored_answer_as_a_short_stream(
+    short_replay, client, token, user
+):
+    body, key = {"message": "stored [mock:chunks=5][mock:delay_ms=0]"}, {"Idempotency-Key": "late-retry"}
+    posted = post_events(client, short_replay, token.key, body, **key)
+    charged = quota_of(user)
+    time.sleep(1.5)  # past AI_STREAM_REPLAY_TTL=1
+    retried = post_events(client, short_replay, token.key, body, **key)
+
+    answer = Message.objects.get(role="assistant")
+    assert [frame.type for frame in retried] == ["start", "chunk", "done"]
+    assert [frame.id for frame in retried] == ["1", "2", "3"]
+    assert retried[0].data == posted[0].data
+    assert retried[1].data["content"] == answer.content == text_of(posted)
+    done = retried[2].data
+    assert (done["message_id"], done["finish_reason"], done["usage"]) == (
+        str(answer.pk),
+        "stop",
+        answer.usage,
+    )
+    assert done["quota"] == posted[-1].data["quota"]
+    assert Message.objects.count() == 2
+    assert quota_of(user) == charged
+    assert_nothing_held()
+
+
+def test_a_retry_of_a_stopped_answers_key_after_the_replay_window_gets_done_stopped(
+    short_replay, client, token, user
+):
+    body, key = {"message": LONG}, {"Idempotency-Key": "stopped-once"}
+    with stream(client, short_replay.url, token.key, body, headers=key) as post:
+        frames = iter_frames(post)
+        message_id = next(frames).data["message_id"]
+        first_chunk = next(frames)
+        assert stop(client, short_replay, token.key, message_id).status_code == 200
+        posted = [first_chunk, *event_frames(frames)]
+    charged = quota_of(user)
+    time.sleep(1.5)  # past AI_STREAM_REPLAY_TTL=1
+    retried = post_events(client, short_replay, token.key, body, **key)
+
+    answer = Message.objects.get(pk=message_id)
+    assert [frame.type for frame in retried] == ["start", "chunk", "done"]
+    assert retried[1].data["content"] == answer.content == text_of(posted)
+    assert retried[2].data["finish_reason"] == "stopped"
+    assert retried[2].data["usage"] == answer.usage == posted[-1].data["usage"]
+    assert quota_of(user) == charged
+    assert_nothing_held()
+
+
 def test_a_key_older_than_the_idempotency_ttl_starts_a_new_answer(asgi_server_factory, client, token, user):
     server = asgi_server_factory(AI_IDEMPOTENCY_TTL="1")
     body, key = {"message": FAST}, {"Idempotency-Key": "short-lived"}
@@ -585,6 +667,32 @@ def test_a_key_older_than_the_idempotency_ttl_starts_a_new_answer(asgi_server_fa
     assert quota_of(user)[0] == 2
     third = post_events(client, server, token.key, body, **key)
     assert wire(third) == wire(second), "the key now names the new answer"
+    assert_nothing_held()
+
+
+def test_a_retry_of_a_failed_answers_key_gets_the_short_stream_with_its_stored_error(
+    short_replay, client, token, user
+):
+    body, key = {"message": "[mock:fail_after=2][mock:delay_ms=0]"}, {"Idempotency-Key": "failed-once"}
+    posted = post_events(client, short_replay, token.key, body, **key)
+    assert [frame.type for frame in posted] == ["start", "chunk", "chunk", "error"]
+    time.sleep(1.5)  # past AI_STREAM_REPLAY_TTL=1
+    retried = post_events(client, short_replay, token.key, body, **key)
+
+    answer = Message.objects.get(role="assistant")
+    assert [frame.type for frame in retried] == ["start", "chunk", "error"]
+    assert retried[1].data["content"] == answer.content == text_of(posted)
+    error = retried[2].data
+    assert error == {
+        "type": "error",
+        "code": "adapter_error",
+        "message": answer.error_message,
+        "retryable": True,
+        "message_id": str(answer.pk),
+    }
+    assert error == posted[-1].data
+    assert Message.objects.count() == 2
+    assert Quota.objects.get(user=user).requests_used == 0
     assert_nothing_held()
 
 
@@ -652,6 +760,22 @@ def test_a_key_of_255_printable_characters_is_accepted(live_asgi, client, token)
     again = post_events(client, live_asgi, token.key, body, **{"Idempotency-Key": key})
     assert wire(again) == wire(first)
     assert Message.objects.count() == 2
+    assert_nothing_held()
+
+
+def test_a_retry_after_its_answer_was_regenerated_starts_nothing(live_asgi, client, token, user):
+    """The key is kept with its user message (API.md): replacing the answer does not free it."""
+    body, key = {"message": FAST}, {"Idempotency-Key": "before-regenerate"}
+    first = post_events(client, live_asgi, token.key, body, **key)
+    conversation_id = first[0].data["conversation_id"]
+    post_events(client, live_asgi, token.key, {"conversation_id": conversation_id, "regenerate": True})
+    charged = quota_of(user)
+
+    with stream(client, live_asgi.url, token.key, body, headers=key) as retry:
+        retry.read()
+    assert Message.objects.filter(role="user").count() == 1, "the retry added a user message"
+    assert Conversation.objects.count() == 1
+    assert quota_of(user) == charged
     assert_nothing_held()
 
 

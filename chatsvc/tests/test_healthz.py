@@ -2,15 +2,13 @@
 503 naming the one that does not."""
 
 import json
-import socket
-import subprocess
 import time
 
 import httpx
 import pytest
 
 from ai.tests.sse_client import wait_for
-from conftest import LiveASGIServer, _free_port
+from conftest import RedisServer, StartingServer, _free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -65,46 +63,6 @@ def test_healthz_is_unavailable_when_the_database_cannot_be_reached(run_django, 
 
 
 # --- Live servers -------------------------------------------------------------------------------------
-
-
-class RedisServer:
-    """A redis-server of this test's own on a free port (never the machine's)."""
-
-    def __init__(self, port: int | None = None):
-        self.port = port or _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_for(self._accepts)
-
-    def _accepts(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-        except OSError:
-            return False
-        return True
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
-class StartingServer(LiveASGIServer):
-    """A live server that is ready once it answers at all: its /healthz is meant to say 503."""
-
-    ready_statuses = (200, 503)
 
 
 @pytest.fixture
