@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from ai import generations, ui_stream
 from ai.sdk_serializers import UIChatRequestSerializer, UIChatSerializer, conversation_id_for
-from ai.views import StreamView, start_answer, stop
+from ai.views import START_ERRORS, StreamView, start_answer, stop
 from chatsvc.api import JSONBodyMixin
 from conversations import selectors
 from conversations.models import Conversation
@@ -52,11 +52,7 @@ class UIChatView(JSONBodyMixin, StreamView):
             (200, "text/event-stream"): UI_STREAM_RESPONSE,
             400: OpenApiResponse(description="Invalid body (`parse_error`, `invalid`)."),
             404: OpenApiResponse(description="The chat's conversation is another user's."),
-            409: OpenApiResponse(
-                description="The chat's answer is still being generated; nothing to regenerate."
-            ),
-            429: OpenApiResponse(description="Quota exhausted; `Retry-After` gives the seconds until reset."),
-            503: OpenApiResponse(description="The chat's adapter is no longer configured."),
+            **START_ERRORS,
         },
         summary="AI SDK chat: send the chat's new message (or regenerate) and stream the answer",
         operation_id="ai_sdk_chat_send",

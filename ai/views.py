@@ -143,6 +143,14 @@ class StreamView(APIView):
         return super().finalize_response(request, response, *args, **kwargs)
 
 
+START_ERRORS = {  # what refuses a start, whatever its transport
+    409: OpenApiResponse(description="An answer of the conversation is streaming; nothing to regenerate."),
+    429: OpenApiResponse(description="Quota exhausted; `Retry-After` gives the seconds until reset."),
+    503: OpenApiResponse(
+        description="The conversation's adapter is no longer configured; the database cannot be reached; "
+        "the server is saturated (`adapter_unavailable`, `database_unavailable`, `overloaded`)."
+    ),
+}
 STREAM_RESPONSE = OpenApiResponse(
     OpenApiTypes.STR,
     description="Server-Sent Events: `start`, `chunk`…, then `done` or `error` (docs/api.md).",
@@ -165,12 +173,8 @@ class ChatStreamView(JSONBodyMixin, StreamView):
             (200, "text/event-stream"): STREAM_RESPONSE,
             400: OpenApiResponse(description="Invalid body or Idempotency-Key (`parse_error`, `invalid`)."),
             404: OpenApiResponse(description="The conversation is missing or not the caller's."),
-            409: OpenApiResponse(
-                description="An answer of the conversation is streaming; nothing to regenerate."
-            ),
             422: OpenApiResponse(description="The Idempotency-Key was used with another body."),
-            429: OpenApiResponse(description="Quota exhausted; `Retry-After` gives the seconds until reset."),
-            503: OpenApiResponse(description="The conversation's adapter is no longer configured."),
+            **START_ERRORS,
         },
         summary="Send a message and stream the AI's answer",
     )

@@ -181,6 +181,11 @@ def stream_log_line(server, conversation_id) -> str:
     )
 
 
+def ended_answer(message_id) -> Message:
+    """The answer once its end is written (after its client left, it may come a little later)."""
+    return wait_for(lambda: Message.objects.filter(pk=message_id).exclude(status="streaming").first())
+
+
 def _hang_up_after_chunks(server, token, body, chunks: int) -> tuple[dict, str]:
     """Read `start` and `chunks` chunks on a raw connection, then close it abruptly."""
     with httpx.Client(timeout=30) as client, stream(client, server.url, token, body) as response:
@@ -194,9 +199,7 @@ def test_client_hang_up_leaves_the_answer_running_to_its_end_charged_once(live_a
     start, received = _hang_up_after_chunks(
         live_asgi, token.key, {"message": "[mock:chunks=30][mock:delay_ms=20]"}, chunks=3
     )
-    answer = wait_for(
-        lambda: Message.objects.filter(pk=start["message_id"]).exclude(status="streaming").first()
-    )
+    answer = ended_answer(start["message_id"])
     assert answer.status == "complete"
     assert answer.content.startswith(received)
     assert len(answer.content.split()) == 30
@@ -210,9 +213,7 @@ def test_client_hang_up_interrupts_the_answer_under_on_disconnect_interrupt(asgi
     start, received = _hang_up_after_chunks(
         live_asgi, token.key, {"message": "[mock:chunks=100][mock:delay_ms=50]"}, chunks=2
     )
-    answer = wait_for(
-        lambda: Message.objects.filter(pk=start["message_id"]).exclude(status="streaming").first()
-    )
+    answer = ended_answer(start["message_id"])
     assert answer.status == "interrupted"
     assert answer.content.startswith(received)
     assert len(answer.content.split()) < 100
