@@ -66,15 +66,24 @@ class Database:
 
 
 class ConnectionCounter:
-    """Counts a database's PostgreSQL connections (from the `postgres` database: not itself)."""
+    """Counts a database's PostgreSQL connections (from the `postgres` database: not itself).
+
+    PostgreSQL is shared with other sessions' tests: when it has no connection left for the counter,
+    that sample is lost (None), not the run."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.connection = admin()
+        self.connection: psycopg.Connection | None = None
 
-    def count(self) -> int:
+    def count(self) -> int | None:
         query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
-        return self.connection.execute(query, (self.name,)).fetchone()[0]
+        try:
+            if self.connection is None or self.connection.closed:
+                self.connection = admin()
+            return self.connection.execute(query, (self.name,)).fetchone()[0]
+        except psycopg.OperationalError:
+            return None
 
     def close(self) -> None:
-        self.connection.close()
+        if self.connection is not None:
+            self.connection.close()

@@ -134,7 +134,7 @@ def readers_section(results: dict) -> str:
     if not any("r_chunks_per_s" in figures for figures in rounds):
         return "R: not run (daphne not among the servers, or BENCH_READS=0)."
     job = scenarios.READ_JOB
-    violations = sum(figures["r_violations"] for figures in rounds)
+    violations = sum(figures.get("r_violations", 0) for figures in rounds)
     rows = [
         ("chunks delivered / s, all readers", cell(combine(rounds, "r_chunks_per_s"), 0), ""),
         ("remote reader's lag behind the local one, p50, ms", cell(combine(rounds, "r_lag_p50"), 1), ""),
@@ -184,40 +184,40 @@ def reader_violations(results: dict) -> str:
     return "\n".join(found)
 
 
+ROUND_COLUMNS = [  # (label, key, digits): a round's figures in the progress log and the rounds' table
+    ("T streams/s", "t_streams_per_s", 0),
+    ("T CPU ms", "t_cpu_ms", 2),
+    ("T UI streams/s", "tui_streams_per_s", 0),
+    ("L p50 ms", "l_ttfc_p50", 1),
+    ("C1000 done", "c_completed", 0),
+    ("C1000 failed", "c_failures", 0),
+    ("C1000 p99 first ms", "c_first_p99", 0),
+    ("C1000 peak PG", "c_pg_peak", 0),
+    ("cold done", "cold_completed", 0),
+    ("cold failed", "cold_failures", 0),
+    ("cold p99 first ms", "cold_first_p99", 0),
+    ("R chunks/s", "r_chunks_per_s", 0),
+    ("R lag p99 ms", "r_lag_p99", 1),
+    ("R problems", "r_violations", 0),
+]
+
+
 def round_line(figures: dict) -> str:
     """One round of one app, for the progress log."""
-    line = (
-        f"T {figures['t_streams_per_s']:.0f} streams/s, {figures['t_cpu_ms']:.2f} CPU ms; "
-        f"L p50 {figures['l_ttfc_p50']:.1f} ms; C1000 {figures['c_completed']} done, "
-        f"p99 first {figures['c_first_p99']:.0f} ms; cold {figures['cold_completed']} done "
-        f"{figures['cold_failures']} failed"
-    )
-    if "tui_streams_per_s" in figures:
-        line += f"; T UI {figures['tui_streams_per_s']:.0f} streams/s, {figures['tui_cpu_ms']:.2f} CPU ms"
-    if "r_chunks_per_s" in figures:
-        line += (
-            f"; R {figures['r_chunks_per_s']:.0f} chunks/s, lag p99 {figures['r_lag_p99']:.1f} ms, "
-            f"{figures['r_violations']} violations"
-        )
-    return line + f" ({figures['session_s']:.0f} s)"
+    shown = [
+        f"{label} {cell(figures[key], digits)}" for label, key, digits in ROUND_COLUMNS if key in figures
+    ]
+    return ", ".join(shown + [f"FAILED {error}" for error in figures.get("errors", [])])
 
 
 def rounds_table(results: dict) -> str:
     """Every round's main figures, to see the spread behind the medians."""
-    lines = [
-        "| server | app | round | T streams/s | T CPU ms | L p50 ms | C1000 done/failed | C1000 p99 first ms "
-        "| C1000 gap p99 ms | peak PG | cold done/failed | cold p99 first ms | R lag p99 ms | session s |",
-        "|" + "---|" * 14,
-    ]
+    header = ["server", "app", "round", *(label for label, _, _ in ROUND_COLUMNS)]
+    lines = [_row(header), "|" + "---|" * len(header)]
     for (name, app), rounds in results.items():
         for index, f in enumerate(rounds, 1):
-            lag = f.get("r_lag_p99")
-            lines.append(
-                f"| {name} | {app} | {index} | {f['t_streams_per_s']:.0f} | {f['t_cpu_ms']:.2f} "
-                f"| {f['l_ttfc_p50']:.1f} | {f['c_completed']}/{f['c_failures']} | {f['c_first_p99']:.0f} "
-                f"| {f['c_gap_p99']:.0f} | {f['c_pg_peak']} | {f['cold_completed']}/{f['cold_failures']} "
-                f"| {cell(f['cold_first_p99'], 0)} | {cell(lag, 1)} | {f['session_s']:.0f} |"
-            )
+            cells = [cell(f.get(key), digits) for _, key, digits in ROUND_COLUMNS]
+            lines.append(_row([name, app, str(index), *cells]))
     return "\n".join(lines)
 
 
@@ -239,8 +239,11 @@ def problems(results: dict) -> list[str]:
     for (name, app), rounds in results.items():
         for index, f in enumerate(rounds, 1):
             where = f"{name}/{app} round {index}"
+            found += [f"{where}: not measured, {error}" for error in f.get("errors", [])]
             for burst in ("c", "cold"):
                 label = "C1000" if burst == "c" else "C1000 cold"
+                if f"{burst}_failures" not in f:
+                    continue
                 if f[f"{burst}_failures"]:
                     found.append(f"{where}: {label} failures {f[f'{burst}_failure_reasons']}")
                 if not f[f"{burst}_server_alive"]:
@@ -248,7 +251,7 @@ def problems(results: dict) -> list[str]:
             for key, scenario in SERVER_LOGS.items():
                 if f.get(key):
                     found.append(f"{where}: the server logged {f[key]} ({scenario})")
-            if f["t_failures"] or f["l_failures"] or f.get("tui_failures"):
+            if f.get("t_failures") or f.get("l_failures") or f.get("tui_failures"):
                 found.append(
                     f"{where}: T failures {f['t_failures']}, T UI {f.get('tui_failures', 0)}, "
                     f"L failures {f['l_failures']}"

@@ -14,9 +14,9 @@ skips R).
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
+import traceback
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -52,13 +52,31 @@ def count_sql(app: App, streams: int = 10) -> dict:
     return summary
 
 
-def one_app(name: str, app: App, scale: scenarios.Scale, tag: str) -> dict:
-    """One round of one app on one server: the warm session, the cold burst, and R (daphne/chatsvc)."""
+def warm_session(name: str, app: App, scale: scenarios.Scale, tag: str) -> dict:
     with Server(name, app, log_path=LOGS / f"{tag}.log") as server:
-        figures = scenarios.session(server, scale)
-    figures.update(scenarios.cold_burst(name, app, scale, log_path=LOGS / f"{tag}-cold.log"))
+        return scenarios.session(server, scale)
+
+
+def one_app(name: str, app: App, scale: scenarios.Scale, tag: str) -> dict:
+    """One round of one app on one server: the warm session, the cold burst, and R (daphne/chatsvc).
+
+    A step that fails (PostgreSQL out of connections on a shared machine …) is listed in `errors`; the
+    round's other figures are kept."""
+    steps = {
+        "warm session": lambda: warm_session(name, app, scale, tag),
+        "C1000 cold": lambda: scenarios.cold_burst(name, app, scale, log_path=LOGS / f"{tag}-cold.log"),
+    }
     if name == "daphne" and app.name == "chatsvc" and scale.reads:
-        figures.update(scenarios.readers(app, scale, log_dir=LOGS, label=f"{tag}-r"))
+        steps["R"] = lambda: scenarios.readers(app, scale, log_dir=LOGS, label=f"{tag}-r")
+    figures, errors = {}, []
+    for step, measure in steps.items():
+        try:
+            figures.update(measure())
+        except Exception as error:
+            say(traceback.format_exc())
+            errors.append(f"{step}: {type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}")
+    if errors:
+        figures["errors"] = errors
     return figures
 
 
@@ -85,8 +103,7 @@ def logging_cost(app: App, scale: scenarios.Scale, results: dict) -> str:
         scenarios.warm_up(server, scale)
         info = scenarios.throughput(server, scale)
     warning = results[("daphne", "chatsvc")]
-    rate = statistics.median(f["t_streams_per_s"] for f in warning)
-    cpu = statistics.median(f["t_cpu_ms"] for f in warning)
+    rate, cpu = report.combine(warning, "t_streams_per_s") or 0, report.combine(warning, "t_cpu_ms") or 0
     return (
         f"INFO logging (one line per stream), daphne/chatsvc T, one run: "
         f"{info['t_streams_per_s']:.0f} streams/s and {info['t_cpu_ms']:.2f} CPU ms/stream, "
@@ -179,6 +196,12 @@ def main() -> None:
         "results": {f"{name}/{app}": figures for (name, app), figures in results.items()},
     }
     (RESULTS / "latest.json").write_text(json.dumps(raw, indent=1))
+    failed = [
+        f"{name}/{app}" for (name, app), rounds in results.items() if any("errors" in f for f in rounds)
+    ]
+    if failed:
+        say(f"Some rounds could not be measured ({', '.join(failed)}): see Problems.")
     if violations := report.reader_violations(results):
         say("R FAILED: a reader saw a gap, a duplicate or other data than the local reader:\n" + violations)
+    if failed or violations:
         sys.exit(1)

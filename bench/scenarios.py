@@ -123,7 +123,7 @@ class PeakSampler:
         database = server.app.database
         self.counter = database.connection_counter() if database else None
         self.peak_rss_kb = server.rss_kb()
-        self.peak_connections = 0
+        self.peak_connections: int | None = None  # None: not one sample could be taken
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -143,8 +143,8 @@ class PeakSampler:
             if not self.server.alive():
                 return
             self.peak_rss_kb = max(self.peak_rss_kb, self.server.rss_kb())
-            if self.counter and tick % 2 == 0:
-                self.peak_connections = max(self.peak_connections, self.counter.count())
+            if self.counter and tick % 2 == 0 and (count := self.counter.count()) is not None:
+                self.peak_connections = max(self.peak_connections or 0, count)
             tick += 1
 
 
