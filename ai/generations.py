@@ -377,10 +377,11 @@ async def answer_stop(answer_id) -> bool:
 async def shutdown() -> None:
     """End every answer this process still generates as interrupted, and wait (a while) for their ends
     to be written: the server is stopping (SIGTERM: a deploy, a restart)."""
-    running = [g for g in _generations.values() if g.cut(Message.Status.INTERRUPTED)]
-    if running:
-        logger.info("shutdown: interrupting %d answers", len(running))
-        await asyncio.wait([g.task for g in running], timeout=SHUTDOWN_GRACE)
+    cut = [g for g in _generations.values() if g.cut(Message.Status.INTERRUPTED)]
+    ending = [g.task for g in _generations.values() if not g.task.done()]  # ends being written included
+    if ending:
+        logger.info("shutdown: interrupting %d answers, waiting for %d ends", len(cut), len(ending))
+        await asyncio.wait(ending, timeout=SHUTDOWN_GRACE)
         await asyncio.sleep(0.2)  # let their readers send the `error` event before the sockets close
     await relay.close()
 
