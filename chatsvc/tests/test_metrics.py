@@ -4,10 +4,14 @@ import signal
 
 import httpx
 import pytest
+from django.db.models import Sum
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.authtoken.models import Token
 
-from ai.tests.sse_client import events
+from ai.tests.sse_client import events, iter_frames, stream
+from conversations.models import Message
+from quota.tests.factories import QuotaFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,6 +85,55 @@ def test_http_errors_are_counted_by_status_and_code_across_both_processes(two_pr
             (("code", "not_authenticated"), ("status", "401")): 1,
             (("code", "parse_error"), ("status", "400")): 1,
         }
+
+
+def test_answers_are_counted_by_adapter_and_outcome_across_both_processes(
+    two_processes, http, token, other_user
+):
+    first, second = two_processes
+    auth = {"Authorization": f"Token {token.key}"}
+    for server in (first, first, second):
+        assert events(http, server.url, token.key, {"message": f"hello {QUICK}"})[-1].type == "done"
+    failing = {"message": "[mock:chunks=3][mock:delay_ms=1][mock:fail_after=1]"}
+    assert events(http, second.url, token.key, failing)[-1].data["code"] == "adapter_error"
+    with stream(http, first.url, token.key, {"message": "[mock:chunks=500][mock:delay_ms=20]"}) as response:
+        frames = iter_frames(response)
+        answer_id = next(frames).data["message_id"]
+        assert next(frames).type == "chunk"
+        live = scrape(http, second)  # the other process sees the first's gauges
+        assert live[("chatsvc_answers_in_progress", (("adapter", "default"),))] == 1
+        assert live[("chatsvc_answer_readers", ())] == 1
+        assert http.post(f"{first.url}/api/ai/chat/stream/{answer_id}/stop", headers=auth).status_code == 200
+        assert [frame.type for frame in frames if frame.data][-1] == "done"
+    QuotaFactory(user=other_user, request_limit=0)
+    refused = stream(http, second.url, Token.objects.create(user=other_user).key, {"message": "hi"})
+    with refused as response:
+        assert response.status_code == 429
+
+    samples = scrape(http, first)
+
+    default = ("adapter", "default")
+    assert samples_of(samples, "chatsvc_answers_total") == {
+        (default, ("outcome", "complete")): 3,
+        (default, ("outcome", "failed:adapter_error")): 1,
+        (default, ("outcome", "stopped")): 1,
+    }
+    assert samples[("chatsvc_answers_in_progress", (default,))] == 0
+    assert samples[("chatsvc_answer_readers", ())] == 0
+    assert samples[("chatsvc_answer_seconds_count", (default,))] == 5
+    assert samples[("chatsvc_first_chunk_seconds_count", (default,))] == 5  # each sent a chunk
+    assert samples[("chatsvc_first_chunk_seconds_bucket", (default, ("le", "+Inf")))] == 5
+    usage = Message.objects.filter(role=Message.Role.ASSISTANT).aggregate(
+        prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens")
+    )
+    assert samples_of(samples, "chatsvc_tokens_total") == {
+        (default, ("kind", "completion")): usage["completion"],
+        (default, ("kind", "prompt")): usage["prompt"],
+    }
+    assert samples_of(samples, "chatsvc_quota_refusals_total") == {(("resource", "requests"),): 1}
+    assert samples_of(samples, "chatsvc_http_errors_total") == {
+        (("code", "quota_exceeded"), ("status", "429")): 1
+    }
 
 
 def test_database_pool_stats_are_summed_over_the_processes(two_processes, http):
