@@ -192,6 +192,15 @@ def http_error(status: int, code: str) -> None:
     HTTP_ERRORS.labels(str(status), code).inc()
 
 
+if not settings.METRICS_ENABLED:  # `METRICS_ENABLED=false`: the hooks count nothing (`make bench` compares)
+
+    def _not_counted(*args, **kwargs) -> None:
+        return None
+
+    answer_started = first_chunk = answer_ended = _not_counted
+    reader_opened = reader_closed = quota_refused = http_error = _not_counted
+
+
 # --- The pool's stats ------------------------------------------------------------------------------
 _published: dict[str, float] = {}
 _publish_lock = threading.Lock()

@@ -255,6 +255,7 @@ QUOTA_CHARGE_INTERRUPTED = env.bool("QUOTA_CHARGE_INTERRUPTED", default=False)
 
 # --- Metrics (chatsvc.metrics): GET /metrics for staff sessions and `Authorization: Bearer <METRICS_TOKEN>`
 METRICS_TOKEN = env_optional("METRICS_TOKEN", str, None)
+METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)  # false: nothing is counted
 # Prometheus' multiprocess mode: every server process of a deployment writes its metrics' files in this
 # directory, and a scrape of any of them sums them all. Default: one in the temp directory per checkout
 # and database (the processes of one deployment share it, two deployments do not).

@@ -210,3 +210,19 @@ def test_metrics_are_open_in_development_without_a_token(asgi_server_factory, ht
 
     assert response.status_code == 200
     assert "chatsvc_answer_readers" in response.text
+
+
+def test_metrics_enabled_false_counts_nothing(asgi_server_factory, settings, tmp_path, http, token):
+    env = production(
+        settings, METRICS_DIR=str(tmp_path / "off"), METRICS_TOKEN=METRICS_TOKEN, METRICS_ENABLED="false"
+    )
+    server = asgi_server_factory(fresh=True, **env)
+    try:
+        frames = events(http, server.url, token.key, {"message": QUICK})
+        http.get(f"{server.url}/api/nowhere", headers={"Authorization": f"Token {token.key}"})
+        samples = scrape(http, server)
+    finally:
+        server.stop()
+    assert frames[-1].type == "done"
+    assert samples_of(samples, "chatsvc_answers_total") == {}
+    assert samples_of(samples, "chatsvc_http_errors_total") == {}
