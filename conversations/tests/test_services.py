@@ -132,6 +132,21 @@ def test_message_finish_writes_content_status_usage_and_error():
 
 
 @pytest.mark.django_db
+def test_an_answers_end_is_written_once_and_never_rewritten():
+    conversation = ConversationFactory()
+    answer = services.exchange_start(conversation=conversation, content="Hi", context_limit=10).answer
+
+    first = services.message_finish(message_id=answer.pk, content="All of it", status=Message.Status.COMPLETE)
+    second = services.message_finish(
+        message_id=answer.pk, content="", status=Message.Status.FAILED, error_code="internal_error"
+    )
+
+    answer.refresh_from_db()
+    assert (first, second) == (True, False)
+    assert (answer.content, answer.status, answer.error) == ("All of it", "complete", None)
+
+
+@pytest.mark.django_db
 def test_messages_sweep_stale_interrupts_only_streams_not_renewed():
     now = timezone.now()
     stale = MessageFactory(role="assistant", status="streaming", created_at=now - timedelta(hours=1))
