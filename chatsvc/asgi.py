@@ -94,11 +94,27 @@ websocket_urlpatterns = [
     path("ws/ai/chat", ChatConsumer.as_asgi()),
     re_path(r"", WebsocketDenier.as_asgi()),  # any other path: refused, not an error of the router
 ]
+
+
+def websocket_application(inner):
+    """A socket from a browser (it always sends an `Origin`) must come from an allowed host: a page of
+    another site cannot use a visitor's session. A socket without one is not a browser's (Node's `ws`,
+    a server): it is let in, but its cookies count for nothing — only a token in a frame's headers."""
+    from_a_page = AllowedHostsOriginValidator(AuthMiddlewareStack(inner))
+
+    async def application(scope, receive, send):
+        if any(name == b"origin" for name, _ in scope["headers"]):
+            return await from_a_page(scope, receive, send)
+        headers = [(name, value) for name, value in scope["headers"] if name != b"cookie"]
+        return await inner({**scope, "headers": headers}, receive, send)
+
+    return application
+
+
 application = ProtocolTypeRouter(
     {
         "http": django_application,
-        # The Origin must be an allowed host: a page of another site cannot use a visitor's session.
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": websocket_application(URLRouter(websocket_urlpatterns)),
         "lifespan": lifespan,
     }
 )

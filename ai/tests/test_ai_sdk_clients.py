@@ -31,10 +31,9 @@ def kind(request):
 
 def transport(kind: str, server, token=None, **options) -> dict:
     """A transport of `kind` for run.mjs; with a token, sent as the `Authorization` header (HTTP) or
-    in each frame's `headers` (WebSocket). A WebSocket opens as a page of the service would: its Origin."""
+    in each frame's `headers` (WebSocket: the transport is given the `ws` package's own class)."""
     headers = {"Authorization": f"Token {token.key}"} if token else {}
-    origin = {"origin": server.url} if kind == "ws" else {}
-    return {"kind": kind, "baseUrl": server.url, "headers": headers, **origin, **options}
+    return {"kind": kind, "baseUrl": server.url, "headers": headers, **options}
 
 
 def answers() -> list[Message]:
@@ -199,7 +198,7 @@ def test_a_websocket_page_signed_in_with_its_session_cookie_needs_no_token(live_
 
     [read] = node_run(
         [{"action": "send", "chatId": "by-cookie", "text": FAST}],
-        [transport("ws", live_asgi, cookie=cookie)],
+        [transport("ws", live_asgi, cookie=cookie, origin=live_asgi.url)],  # a page of the service
     )
 
     [answer] = answers()

@@ -319,14 +319,27 @@ def test_the_session_cookie_authenticates_a_socket_whose_origin_is_an_allowed_ho
 
 
 @pytestmark_e2e
-@pytest.mark.parametrize("origin", [None, "http://evil.example"], ids=["no-origin", "other-site"])
-def test_a_socket_without_an_allowed_origin_is_refused_at_the_handshake(live_asgi, session, origin):
+def test_a_socket_from_another_sites_page_is_refused_at_the_handshake(live_asgi, session):
     cookie = "; ".join(f"{name}={value}" for name, value in session[0].items())
 
     with pytest.raises(InvalidStatus) as refused:
-        open_socket(live_asgi, origin=origin, additional_headers={"Cookie": cookie})
+        open_socket(live_asgi, origin="http://evil.example", additional_headers={"Cookie": cookie})
 
     assert refused.value.response.status_code == 403
+
+
+@pytestmark_e2e
+def test_a_socket_without_an_origin_is_no_browser_its_cookie_counts_for_nothing(live_asgi, session, token):
+    cookie = "; ".join(f"{name}={value}" for name, value in session[0].items())
+    with open_socket(live_asgi, origin=None, additional_headers={"Cookie": cookie}) as socket:
+        socket.send(json.dumps(send_frame("r1", FAST)))
+        refused = read_request(socket, "r1")
+        socket.send(json.dumps(send_frame("r2", FAST, token=token)))
+        served = read_request(socket, "r2")
+
+    assert [e["type"] for e in refused] == ["error"]
+    assert served[-1]["type"] == "end"
+    assert Message.objects.filter(role="assistant").count() == 1
 
 
 @pytestmark_e2e
