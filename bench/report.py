@@ -28,6 +28,8 @@ FIGURES = [
     Figure("t_busy_pct", "T: server CPU busy, % of its core", 0, "", ratio=False),
     Figure("tui_streams_per_s", "T UI (AI SDK stream, POST /api/ai/chat): streams/s", 0),
     Figure("tui_cpu_ms", "T UI: server CPU ms / stream", 2),
+    Figure("t_nometrics_streams_per_s", "T, metrics off (METRICS_ENABLED=false): streams/s", 0),
+    Figure("t_nometrics_cpu_ms", "T, metrics off: server CPU ms / stream", 2),
     Figure("l_ttfc_p50", "L: time to first chunk p50, ms (10 in flight)", 1),
     Figure("l_ttfc_p99", "L: time to first chunk p99, ms", 1),
     Figure("c_completed", "C1000: completed (median)", 0, "1000, 0 failures", ratio=False),
@@ -109,7 +111,8 @@ def table(results: dict, server_names: list[str], apps: list[str], sql: dict) ->
             row += [cell(values[app], figure.digits) for app in apps]
             row += [ratio(values["chatsvc"], values[name]) if figure.ratio else "" for name in compared]
         lines.append(_row([*row, figure.target]))
-    lines.append(_overhead_row(results, server_names, apps, compared))
+
+    lines += _difference_rows(results, server_names, apps, compared)
     sql_row = ["SQL statements / stream (BEGIN/COMMIT included)"]
     for _ in server_names:
         sql_row += [cell(sql[app]["per_stream"], 1) if app in sql else "0" for app in apps]
@@ -118,15 +121,37 @@ def table(results: dict, server_names: list[str], apps: list[str], sql: dict) ->
     return "\n".join(lines)
 
 
-def _overhead_row(results: dict, server_names: list[str], apps: list[str], compared: list[str]) -> str:
-    row = ["L: first chunk p50 over bare's, ms"]
-    for server in server_names:
-        bare = combine(results[(server, "bare")], "l_ttfc_p50")
-        for app in apps:
-            ours = combine(results[(server, app)], "l_ttfc_p50")
-            row.append("" if app == "bare" or ours is None or bare is None else f"{ours - bare:+.1f}")
-        row += [""] * len(compared)
-    return _row([*row, "≤ +3 ms (#16)"])
+def _minus(minuend: float | None, subtrahend: float | None) -> float | None:
+    return None if minuend is None or subtrahend is None else minuend - subtrahend
+
+
+def _difference_rows(results: dict, server_names, apps, compared) -> list[str]:
+    """L's overhead over the bare view, and what the metrics cost (T with them on, minus off)."""
+
+    def median(server: str, app: str, key: str) -> float | None:
+        return combine(results[(server, app)], key)
+
+    def over_bare(server: str, app: str) -> float | None:
+        bare = median(server, "bare", "l_ttfc_p50")
+        return None if app == "bare" else _minus(median(server, app, "l_ttfc_p50"), bare)
+
+    def metrics_cost(server: str, app: str) -> float | None:
+        return _minus(median(server, app, "t_cpu_ms"), median(server, app, "t_nometrics_cpu_ms"))
+
+    differences = [
+        ("L: first chunk p50 over bare's, ms", "≤ +3 ms (#16)", over_bare),
+        ("T: what the metrics cost, CPU ms / stream (on − off)", "", metrics_cost),
+    ]
+    rows = []
+    for label, target, difference in differences:
+        row = [label]
+        for server in server_names:
+            for app in apps:
+                value = difference(server, app)
+                row.append("" if value is None else f"{value:+.2f}")
+            row += [""] * len(compared)
+        rows.append(_row([*row, target]))
+    return rows
 
 
 def readers_section(results: dict) -> str:
@@ -188,6 +213,7 @@ ROUND_COLUMNS = [  # (label, key, digits): a round's figures in the progress log
     ("T streams/s", "t_streams_per_s", 0),
     ("T CPU ms", "t_cpu_ms", 2),
     ("T UI streams/s", "tui_streams_per_s", 0),
+    ("T metrics off CPU ms", "t_nometrics_cpu_ms", 2),
     ("L p50 ms", "l_ttfc_p50", 1),
     ("C1000 done", "c_completed", 0),
     ("C1000 failed", "c_failures", 0),

@@ -3,7 +3,8 @@
     python -m bench [--quick] [--profile] [--servers daphne,uvicorn] [--baseline <git ref>]
 
 Re-creates the bench databases, counts the SQL of one stream, runs the rounds (each app on a fresh
-server: warm-up, L, T, C1000; then C1000 cold on another; then R for daphne/chatsvc), measures the cost
+server: warm-up, L, T, C1000; then C1000 cold on another; then, for daphne/chatsvc, T with metrics off
+and R), measures the cost
 of INFO logging once, optionally profiles the server with py-spy, then prints one markdown table and
 writes it to bench/results/latest.md. `--baseline <ref>` adds that commit's chatsvc, built in a
 temporary git worktree, as a third app of the same rounds. Counts come from `Scale` (BENCH_ROUNDS,
@@ -58,7 +59,8 @@ def warm_session(name: str, app: App, scale: scenarios.Scale, tag: str) -> dict:
 
 
 def one_app(name: str, app: App, scale: scenarios.Scale, tag: str) -> dict:
-    """One round of one app on one server: the warm session, the cold burst, and R (daphne/chatsvc).
+    """One round of one app on one server: the warm session, the cold burst (and, daphne/chatsvc: T with
+    metrics off, R).
 
     A step that fails (PostgreSQL out of connections on a shared machine …) is listed in `errors`; the
     round's other figures are kept."""
@@ -66,8 +68,13 @@ def one_app(name: str, app: App, scale: scenarios.Scale, tag: str) -> dict:
         "warm session": lambda: warm_session(name, app, scale, tag),
         "C1000 cold": lambda: scenarios.cold_burst(name, app, scale, log_path=LOGS / f"{tag}-cold.log"),
     }
-    if name == "daphne" and app.name == "chatsvc" and scale.reads:
-        steps["R"] = lambda: scenarios.readers(app, scale, log_dir=LOGS, label=f"{tag}-r")
+    if name == "daphne" and app.name == "chatsvc":
+        log_path = LOGS / f"{tag}-nometrics.log"
+        steps["T, metrics off"] = lambda: scenarios.metrics_off_throughput(
+            name, app, scale, log_path=log_path
+        )
+        if scale.reads:
+            steps["R"] = lambda: scenarios.readers(app, scale, log_dir=LOGS, label=f"{tag}-r")
     figures, errors = {}, []
     for step, measure in steps.items():
         try:

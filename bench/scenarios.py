@@ -8,6 +8,7 @@ Against one warmed server (`session`):
   connections sampled while it runs.
 Each on a server of its own:
 - C1000 cold (`cold_burst`): the same burst against a server started a second before, no warm-up;
+- T with metrics off (`metrics_off_throughput`, chatsvc): T on a server with `METRICS_ENABLED=false`;
 - R (`readers`, chatsvc): answers each read by their POST on the owner process and by 4 readers on a
   second process through Redis (`bench.readers`): chunks delivered per second, the remote readers' lag
   behind the local one, every reader's ids and data checked.
@@ -194,6 +195,13 @@ def cold_burst(server_name: str, app: App, scale: Scale, *, log_path: Path) -> d
         figures = _burst(server, scale, prefix="cold")
         figures["cold_server_errors"] = server.errors()
     return figures
+
+
+def metrics_off_throughput(server_name: str, app: App, scale: Scale, *, log_path: Path) -> dict:
+    """T on a chatsvc server with `METRICS_ENABLED=false`: beside T, what counting the metrics costs."""
+    with Server(server_name, app.with_env(METRICS_ENABLED="false"), log_path=log_path) as server:
+        warm_up(server, scale)
+        return _throughput(server, scale, encoding="sse", prefix="t_nometrics")
 
 
 def readers(app: App, scale: Scale, *, log_dir: Path, label: str) -> dict:
