@@ -23,6 +23,7 @@ from django.conf import settings
 from ai import relay, services
 from ai.adapters import adapters
 from ai.adapters.base import AdapterError, AdapterRefused, Finish, Usage
+from ai.events import Event, EventLog
 from chatsvc import metrics
 from conversations import selectors as conversation_selectors
 from conversations.models import Message
@@ -33,18 +34,6 @@ logger = logging.getLogger("ai.stream")
 RENEW_RETRY = 5.0  # seconds before a failed heartbeat is tried again
 LAUNCH_WAIT = 0.5  # seconds a retry waits for the first request's answer to be spawned here
 SHUTDOWN_GRACE = 10.0  # seconds a stopping process waits for its answers' ends to be written
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One event of an answer: `id` as the contract's SSE numbers it (1, 2, 3 …), `data` its JSON object."""
-
-    id: int
-    data: dict
-
-    @property
-    def ends(self) -> bool:
-        return self.data["type"] in ("done", "error")
 
 
 @dataclass(frozen=True)
@@ -63,16 +52,14 @@ INTERRUPTED = Failure("interrupted", "The answer was interrupted: its server sto
 NOT_RETRYABLE = {AdapterRefused.code, INTERNAL_ERROR.code}  # the codes of the contract's `retryable: false`
 
 
-class Generation:
-    """One answer of this process: the owner task, its event log and its readers."""
+class Generation(EventLog):
+    """One answer of this process: the owner task and its event log (ended once its end is committed,
+    or could not be)."""
 
     def __init__(self, start: services.StreamStart) -> None:
+        super().__init__()
         self.start = start
-        self.events: list[Event] = []
-        self.readers = 0
         self.task: asyncio.Task | None = None
-        self.ended = asyncio.Event()  # the end is committed (or could not be) and its event logged
-        self._changed: asyncio.Future | None = None  # created when a reader waits, resolved by `_log`
         self._cut: str | None = None  # the status a stop, a hang-up or a shutdown ends it with
         self._generating = True
 
@@ -156,7 +143,6 @@ class Generation:
             )
         else:
             self._log(_error_data(failure, message_id))
-        self.ended.set()
 
     async def _heartbeat(self, parts: list[str]) -> None:
         """Renew the reservation and the message every `QUOTA_RESERVATION_TTL / 3`, in a task of its own:
@@ -184,44 +170,8 @@ class Generation:
         return True
 
     def _log(self, data: dict) -> None:
-        self.events.append(Event(len(self.events) + 1, data))
-        if self._changed is not None:
-            self._changed.set_result(None)
-            self._changed = None
-
-    # --- readers --------------------------------------------------------------------------------
-    async def read(self, after: int) -> AsyncIterator[Event | None]:
-        """The events after `after`, then the live ones to the end; `None` after `AI_STREAM_KEEPALIVE`
-        seconds without one. Never holds the generation: the reader only waits for news."""
-        keepalive = settings.AI_STREAM_KEEPALIVE
-        self.readers += 1
-        metrics.reader_opened()
-        try:
-            while True:
-                while after < len(self.events):
-                    event = self.events[after]
-                    after += 1
-                    yield event
-                    if event.ends:
-                        return
-                if self.ended.is_set():
-                    return  # read from its last event on: nothing more will come
-                if self._changed is None:
-                    self._changed = asyncio.get_running_loop().create_future()
-                done, _ = await asyncio.wait({self._changed}, timeout=keepalive)
-                if not done:
-                    yield None
-        finally:
-            self.readers -= 1
-            metrics.reader_closed()
-
-    async def wait_after(self, after: int, wait: float) -> list[Event]:
-        """The events after `after`, waiting up to `wait` seconds for one when there are none yet."""
-        if after >= len(self.events) and not self.ended.is_set():
-            if self._changed is None:
-                self._changed = asyncio.get_running_loop().create_future()
-            await asyncio.wait({self._changed}, timeout=wait)
-        return self.events[after:]
+        self.log(data)
+        _announce()
 
     async def stop(self) -> None:
         """Stop the answer (if it still runs) and wait until its end is committed."""
@@ -232,6 +182,23 @@ class Generation:
 # --- this process's answers -------------------------------------------------------------------
 _generations: dict[uuid.UUID, Generation] = {}
 _tasks: set[asyncio.Task] = set()  # the owners' tasks, kept until they end
+_news: asyncio.Future | None = None  # resolved when any answer of this process logs an event
+
+
+def news() -> asyncio.Future:
+    """A future resolved by the next event any answer of this process logs (`ai.relay` waits on it
+    for the answers other processes follow)."""
+    global _news
+    if _news is None:
+        _news = asyncio.get_running_loop().create_future()
+    return _news
+
+
+def _announce() -> None:
+    global _news
+    if _news is not None:
+        _news.set_result(None)
+        _news = None
 
 
 async def generation_start(start: services.StreamStart) -> Generation:

@@ -1,26 +1,34 @@
 """Live answers across processes: this process's channel on the channels layer (Redis, `REDIS_URL`).
 
 Each process listens on one channel of its own. The owner of an answer adds that channel to the
-answer's group (`ai.answer.<message_id>`); a reader in another process asks the group for the events
-after N and gets them in one batch (the owner waits a little when there is nothing new), then asks the
-owner's channel directly. Pulled in batches, a slow reader never overflows a channel, and an owner that
-does not answer within `AI_STREAM_OWNER_TIMEOUT` is noticed: its readers end with `error` `interrupted`.
-A stop is one message to the same group, answered once the end is committed.
+answer's group (`ai.answer.<message_id>`). A process whose clients read an answer of another keeps one
+copy of its log (a `Mirror`), shared by all its readers of that answer: it asks the group once for the
+events so far, then follows the owner. Following is pulled in batches — one request per owner process
+for every answer followed there, answered once some of them have news (after a short window that
+gathers more), or after a quiet while — so a slow reader never overflows a channel, thousands of
+readers cost a few round trips a second, and an owner that does not answer within
+`AI_STREAM_OWNER_TIMEOUT` is noticed: its answers' readers end with `error` `interrupted`. A stop is one
+message to the answer's group, answered once the end is committed.
 
 Without `REDIS_URL` there is no other process to reach: every call here is a no-op, nothing is sent.
 """
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from ai.events import EventLog
+
 logger = logging.getLogger("ai.relay")
 
 RECONNECT_DELAY = 1.0  # seconds between two attempts to listen again after a layer failure
+BATCH_WINDOW = 0.01  # seconds an owner waits, once it has news for a follower, to send more at once
+MIRROR_KEPT = 60.0  # seconds an ended answer's copy is kept for readers that never began
 
 
 def enabled() -> bool:
@@ -28,12 +36,34 @@ def enabled() -> bool:
     return bool(settings.REDIS_URL)
 
 
-def _group(answer_id: uuid.UUID) -> str:
+def _group(answer_id) -> str:
     return f"ai.answer.{answer_id}"
 
 
+class Mirror(EventLog):
+    """This process's copy of an answer another process owns, for every reader of it here."""
+
+    def __init__(self, answer_id: uuid.UUID, owner: str) -> None:
+        super().__init__()
+        self.answer_id = answer_id
+        self.owner = owner
+        self.claims = 0  # readers handed out and not yet finished
+
+    def extend(self, events: list) -> None:
+        for event_id, data in events:
+            if event_id == len(self.events) + 1 and not self.ended.is_set():
+                self.log(data)
+
+    def interrupt(self) -> None:
+        """The owner stopped answering: the readers end with `error` `interrupted` (retryable)."""
+        from ai.generations import INTERRUPTED, _error_data
+
+        if not self.ended.is_set():
+            self.log(_error_data(INTERRUPTED, str(self.answer_id)))
+
+
 class _Relay:
-    """The process's channel: its listener task, and the requests of this process waiting for replies."""
+    """The process's channel: its listener, the answers it follows elsewhere, the requests waiting."""
 
     def __init__(self) -> None:
         self.layer = None
@@ -41,7 +71,9 @@ class _Relay:
         self._listener: asyncio.Task | None = None
         self._ready: asyncio.Future | None = None
         self._replies: dict[str, asyncio.Future] = {}
-        self._tasks: set[asyncio.Task] = set()  # answers to pulls and stops being sent
+        self._tasks: set[asyncio.Task] = set()  # answers to pulls and stops; followers
+        self.mirrors: dict[uuid.UUID, Mirror] = {}
+        self.followers: dict[str, _Follower] = {}  # by owner channel
 
     async def ready(self) -> str:
         """This process's channel name, listening (started at first use)."""
@@ -79,30 +111,51 @@ class _Relay:
         for answer_id in kept():
             await self.layer.group_add(_group(answer_id), self.channel)
 
-    def _spawn(self, coroutine) -> None:
+    def spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    # --- the owner's side: answering pulls and stops --------------------------------------------
+    async def send(self, channel: str, message: dict) -> None:
+        try:
+            await self.layer.send(channel, message)
+        except Exception:
+            logger.warning("channel layer send failed", exc_info=True)
+
+    # --- the owner's side: first contacts, follows and stops --------------------------------------
     def on_answer_pull(self, message: dict) -> None:
-        self._spawn(self._answer_pull(message))
-
-    def on_answer_stop(self, message: dict) -> None:
-        self._spawn(self._answer_stop(message))
-
-    async def _answer_pull(self, message: dict) -> None:
+        """A first contact: the answer's events so far, at once."""
         from ai.generations import local
 
         generation = local(message["answer_id"])
-        reply = {"type": "answer.reply", "request_id": message["request_id"], "owner": self.channel}
-        if generation is None:
-            reply["found"] = False
-        else:
-            events = await generation.wait_after(message["after"], wait=message["wait"])
-            events_data = [[event.id, event.data] for event in events]
-            reply.update(found=True, events=events_data, ended=generation.ended.is_set())
-        await self._send(message["reply_to"], reply)
+        reply = _reply(message, owner=self.channel, found=generation is not None)
+        if generation is not None:
+            reply["events"] = [[event.id, event.data] for event in generation.events]
+        self.spawn(self.send(message["reply_to"], reply))
+
+    def on_answers_follow(self, message: dict) -> None:
+        self.spawn(self._answer_follow(message))
+
+    async def _answer_follow(self, message: dict) -> None:
+        """The news of the answers a follower asks about (`after`: id → its last event), once there is
+        some, or after `wait` seconds; answers no longer kept here are said `gone`."""
+        from ai.generations import local, news
+
+        deadline = time.monotonic() + message["wait"]
+        while True:
+            found, gone = _news_of(message["after"], local)
+            remaining = deadline - time.monotonic()
+            if found or gone or remaining <= 0:
+                break
+            await asyncio.wait({news()}, timeout=remaining)
+        if found:
+            await asyncio.sleep(BATCH_WINDOW)  # more news is often on its way: send it together
+            found, gone = _news_of(message["after"], local)
+        await self.send(message["reply_to"], _reply(message, events=found, gone=gone))
+
+    def on_answer_stop(self, message: dict) -> None:
+        self.spawn(self._answer_stop(message))
 
     async def _answer_stop(self, message: dict) -> None:
         from ai.generations import local
@@ -110,40 +163,23 @@ class _Relay:
         generation = local(message["answer_id"])
         if generation is not None:
             await generation.stop()
-        reply = {"type": "answer.reply", "request_id": message["request_id"], "found": generation is not None}
-        await self._send(message["reply_to"], reply)
+        await self.send(message["reply_to"], _reply(message, found=generation is not None))
 
-    async def _send(self, channel: str, message: dict) -> None:
-        try:
-            await self.layer.send(channel, message)
-        except Exception:
-            logger.warning("channel layer send failed", exc_info=True)
-
-    # --- the reader's side: asking the owner ----------------------------------------------------
+    # --- the reader's side ----------------------------------------------------------------------
     def on_answer_reply(self, message: dict) -> None:
         waiter = self._replies.pop(message["request_id"], None)
         if waiter is not None and not waiter.done():
             waiter.set_result(message)
 
-    async def ask(
-        self, answer_id: uuid.UUID, message: dict, *, to: str | None, patience: float
-    ) -> dict | None:
-        """Send `message` to the answer's owner (its group, or its channel `to`) and wait for the reply;
-        None when none came within `patience` seconds (or the layer failed)."""
+    async def ask(self, message: dict, *, to: str, group: bool = False, patience: float) -> dict | None:
+        """Send `message` to a process (its channel `to`, or every member of the group `to`) and wait
+        for the reply; None when none came within `patience` seconds (or the layer failed)."""
         request_id = uuid.uuid4().hex
         waiter = asyncio.get_running_loop().create_future()
         self._replies[request_id] = waiter
         try:
-            message = {
-                **message,
-                "answer_id": str(answer_id),
-                "request_id": request_id,
-                "reply_to": await self.ready(),
-            }
-            if to is None:
-                await self.layer.group_send(_group(answer_id), message)
-            else:
-                await self.layer.send(to, message)
+            message = {**message, "request_id": request_id, "reply_to": await self.ready()}
+            await (self.layer.group_send if group else self.layer.send)(to, message)
             return await asyncio.wait_for(waiter, patience)
         except (TimeoutError, OSError, ConnectionError):
             return None
@@ -153,12 +189,95 @@ class _Relay:
         finally:
             self._replies.pop(request_id, None)
 
+    def follow(self, mirror: Mirror) -> None:
+        follower = self.followers.get(mirror.owner)
+        if follower is None:
+            follower = self.followers[mirror.owner] = _Follower(mirror.owner)
+        follower.add(mirror)
+
+    def forget(self, mirror: Mirror) -> None:
+        if self.mirrors.get(mirror.answer_id) is mirror:
+            del self.mirrors[mirror.answer_id]
+
     async def close(self) -> None:
         tasks = [task for task in (self._listener, *self._tasks) if task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._listener = self._ready = None
+        self.mirrors.clear()
+        self.followers.clear()
+
+
+class _Follower:
+    """The answers this process follows on one owner process: one pull at a time for all of them."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.mirrors: dict[str, Mirror] = {}
+        self._added: asyncio.Future = asyncio.get_running_loop().create_future()
+        _relay.spawn(self._run())
+
+    def add(self, mirror: Mirror) -> None:
+        self.mirrors[str(mirror.answer_id)] = mirror
+        if not self._added.done():
+            self._added.set_result(None)  # ask again now, with it
+
+    async def _run(self) -> None:
+        wait = min(settings.AI_STREAM_KEEPALIVE, settings.AI_STREAM_OWNER_TIMEOUT / 2)
+        try:
+            while True:
+                self._drop_unread()
+                after = {key: len(m.events) for key, m in self.mirrors.items() if not m.ended.is_set()}
+                if not after:
+                    return
+                self._added = asyncio.get_running_loop().create_future()
+                message = {"type": "answers.follow", "after": after, "wait": wait}
+                pull = asyncio.ensure_future(
+                    _relay.ask(message, to=self.owner, patience=wait + settings.AI_STREAM_OWNER_TIMEOUT)
+                )
+                await asyncio.wait({pull, self._added}, return_when=asyncio.FIRST_COMPLETED)
+                if not pull.done():
+                    pull.cancel()  # an answer was added: ask again, with it (the reply is dropped)
+                    continue
+                reply = pull.result()
+                if reply is None:
+                    for mirror in self.mirrors.values():
+                        mirror.interrupt()
+                    return
+                for key, events in reply["events"].items():
+                    self.mirrors[key].extend(events)
+                for key in reply["gone"]:
+                    self.mirrors[key].interrupt()
+        finally:
+            if _relay.followers.get(self.owner) is self:
+                del _relay.followers[self.owner]
+            for mirror in self.mirrors.values():
+                mirror.interrupt()  # no more news will come for them
+                _relay.forget(mirror)
+
+    def _drop_unread(self) -> None:
+        """Stop following what nobody here reads any more."""
+        for key, mirror in list(self.mirrors.items()):
+            if mirror.claims == 0:
+                del self.mirrors[key]
+                _relay.forget(mirror)
+
+
+def _reply(request: dict, **fields) -> dict:
+    return {"type": "answer.reply", "request_id": request["request_id"], **fields}
+
+
+def _news_of(after: dict, local) -> tuple[dict, list]:
+    """({answer id: its events after the given one}, [answer ids no longer kept here])."""
+    found, gone = {}, []
+    for key, last in after.items():
+        generation = local(key)
+        if generation is None:
+            gone.append(key)
+        elif len(generation.events) > last:
+            found[key] = [[event.id, event.data] for event in generation.events[last:]]
+    return found, gone
 
 
 _relay = _Relay()
@@ -167,13 +286,13 @@ _relay = _Relay()
 def owner_joined(answer_id: uuid.UUID) -> None:
     """Make this process reachable as the answer's owner (in the background: the answer goes on)."""
     if enabled():
-        _relay._spawn(_membership("add", answer_id))
+        _relay.spawn(_membership("add", answer_id))
 
 
 def owner_left(answer_id: uuid.UUID) -> None:
     """The answer's log is freed: other processes can no longer read it here."""
     if enabled():
-        _relay._spawn(_membership("discard", answer_id))
+        _relay.spawn(_membership("discard", answer_id))
 
 
 async def _membership(action: str, answer_id: uuid.UUID) -> None:
@@ -189,45 +308,41 @@ async def open_remote(answer_id: uuid.UUID, *, after: int) -> AsyncIterator | No
     """The answer's events after `after` from the process that owns it; None when no process does."""
     if not enabled():
         return None
-    reply = await _pull(answer_id, after=after, to=None, wait=0)
-    if reply is None or not reply.get("found"):
-        return None
-    return _remote_events(answer_id, after, reply)
-
-
-async def _pull(answer_id: uuid.UUID, *, after: int, to: str | None, wait: float) -> dict | None:
-    message = {"type": "answer.pull", "after": after, "wait": wait}
-    return await _relay.ask(answer_id, message, to=to, patience=wait + settings.AI_STREAM_OWNER_TIMEOUT)
-
-
-async def _remote_events(answer_id: uuid.UUID, after: int, reply: dict):
-    from ai.generations import INTERRUPTED, Event, _error_data
-
-    owner = reply["owner"]
-    wait = min(settings.AI_STREAM_KEEPALIVE, settings.AI_STREAM_OWNER_TIMEOUT / 2)
-    while True:
+    mirror = _relay.mirrors.get(answer_id)
+    if mirror is None:
+        message = {"type": "answer.pull", "answer_id": str(answer_id)}
+        reply = await _relay.ask(
+            message, to=_group(answer_id), group=True, patience=settings.AI_STREAM_OWNER_TIMEOUT
+        )
         if reply is None or not reply.get("found"):
-            yield Event(after + 1, _error_data(INTERRUPTED, str(answer_id)))
-            return
-        if not reply["events"]:
-            if reply["ended"]:
-                return  # read from its last event on: nothing more will come
-            yield None  # nothing new for a while: the transport sends a keep-alive
-        for event_id, data in reply["events"]:
-            event = Event(event_id, data)
-            after = event_id
+            return None
+        mirror = _relay.mirrors.get(answer_id)  # another reader may have made it meanwhile
+        if mirror is None:
+            mirror = _relay.mirrors[answer_id] = Mirror(answer_id, reply["owner"])
+            mirror.extend(reply["events"])
+            if mirror.ended.is_set():
+                asyncio.get_running_loop().call_later(MIRROR_KEPT, _relay.forget, mirror)
+            else:
+                _relay.follow(mirror)
+    mirror.claims += 1
+    return _claimed(mirror, after)
+
+
+async def _claimed(mirror: Mirror, after: int):
+    try:
+        async for event in mirror.read(after):
             yield event
-            if event.ends:
-                return
-        reply = await _pull(answer_id, after=after, to=owner, wait=wait)
+    finally:
+        mirror.claims -= 1
 
 
 async def stop_remote(answer_id: uuid.UUID) -> bool:
     """Stop the answer in the process that owns it; True once its end is committed there."""
     if not enabled():
         return False
+    message = {"type": "answer.stop", "answer_id": str(answer_id)}
     reply = await _relay.ask(
-        answer_id, {"type": "answer.stop"}, to=None, patience=settings.AI_STREAM_OWNER_TIMEOUT
+        message, to=_group(answer_id), group=True, patience=settings.AI_STREAM_OWNER_TIMEOUT
     )
     return bool(reply and reply.get("found"))
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from ai.generations import Event
+from ai.events import Event
 from ai.ui_stream import DONE, chunk_stream, sse_frame, ui_chunks
 
 ANSWER = "6b2b4c9e-2d6f-4a43-9d55-0c3d2f7a9e10"

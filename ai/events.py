@@ -1,0 +1,68 @@
+"""An answer's events (`start`, `chunk`…, `done` | `error`, numbered as the contract's SSE `id`s) and the
+log that keeps them for its readers: the owner's log of a running answer (`ai.generations`), or another
+process's copy of it (`ai.relay`). Readers only wait for news: they never hold the answer."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from chatsvc import metrics
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of an answer: `id` as the contract's SSE numbers it (1, 2, 3 …), `data` its JSON object."""
+
+    id: int
+    data: dict
+
+    @property
+    def ends(self) -> bool:
+        return self.data["type"] in ("done", "error")
+
+
+class EventLog:
+    """An answer's events in order, and the readers waiting for the next ones."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.readers = 0
+        self.ended = asyncio.Event()  # no event will follow (the last one logged ends the answer)
+        self._changed: asyncio.Future | None = None  # created when a reader waits, resolved by `log`
+
+    def log(self, data: dict) -> Event:
+        event = Event(len(self.events) + 1, data)
+        self.events.append(event)
+        if event.ends:
+            self.ended.set()
+        if self._changed is not None:
+            self._changed.set_result(None)
+            self._changed = None
+        return event
+
+    async def read(self, after: int) -> AsyncIterator[Event | None]:
+        """The events after `after`, then the live ones to the end; `None` after `AI_STREAM_KEEPALIVE`
+        seconds without one (the transport sends a keep-alive)."""
+        keepalive = settings.AI_STREAM_KEEPALIVE
+        self.readers += 1
+        metrics.reader_opened()
+        try:
+            while True:
+                while after < len(self.events):
+                    event = self.events[after]
+                    after += 1
+                    yield event
+                    if event.ends:
+                        return
+                if self.ended.is_set():
+                    return  # read from its last event on: nothing more will come
+                if self._changed is None:
+                    self._changed = asyncio.get_running_loop().create_future()
+                done, _ = await asyncio.wait({self._changed}, timeout=keepalive)
+                if not done:
+                    yield None
+        finally:
+            self.readers -= 1
+            metrics.reader_closed()
