@@ -164,8 +164,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         }
         serializer = UIChatRequestSerializer(data=body, context={"user": user})
         serializer.is_valid(raise_exception=True)
-        started = await _in_a_thread(start_answer)(
-            user=user, create_missing=True, **start_options(serializer.validated_data)
+        options = start_options(serializer.validated_data)
+        started = await generations.owned_once_started(
+            _in_a_thread(start_answer)(user=user, create_missing=True, **options)
         )
         answer_id = str(started.answer_id)
         if frame["requestId"] in self.aborted:

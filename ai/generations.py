@@ -13,11 +13,11 @@ import contextvars
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from ai import relay, services
@@ -201,9 +201,9 @@ def _announce() -> None:
         _news = None
 
 
-async def generation_start(start: services.StreamStart) -> Generation:
-    """Spawn the owner of a started answer. Its task runs in a clean context: it outlives the request
-    and must not inherit the request's thread-sensitive context (one thread per answer)."""
+def generation_start(start: services.StreamStart) -> Generation:
+    """Spawn the owner of a started answer (on the running event loop). Its task runs in a clean
+    context: it outlives the request and must not inherit the request's thread-sensitive context."""
     generation = Generation(start)
     metrics.answer_started(start.adapter_alias)
     loop = asyncio.get_running_loop()
@@ -214,9 +214,23 @@ async def generation_start(start: services.StreamStart) -> Generation:
     return generation
 
 
-def launch(start: services.StreamStart) -> Generation:
-    """`generation_start()` from sync code (a DRF view's thread), on the server's event loop."""
-    return async_to_sync(generation_start)(start)
+async def owned_once_started(call: Awaitable):
+    """Await `call` (a start's work in a thread: a `StreamStart`, or a response carrying one as
+    `.started`) and spawn the started answer's owner on the event loop the moment it returns — also
+    when the awaiting request is cancelled meanwhile (a hang-up): a committed start always has an
+    owner, and no thread waits for the loop to spawn it."""
+    work = asyncio.ensure_future(call)
+    work.add_done_callback(_own_started)
+    return await asyncio.shield(work)
+
+
+def _own_started(work: asyncio.Future) -> None:
+    if work.cancelled() or work.exception() is not None:
+        return
+    result = work.result()
+    start = result if isinstance(result, services.StreamStart) else getattr(result, "started", None)
+    if isinstance(start, services.StreamStart):
+        generation_start(start)
 
 
 async def _own(generation: Generation) -> None:

@@ -63,7 +63,9 @@ class UIChatView(JSONBodyMixin, StreamView):
         started = start_answer(
             user=request.user, create_missing=True, **start_options(serializer.validated_data)
         )
-        return ui_response(ui_frames(started.answer_id, first_reader=True))
+        response = ui_response(ui_frames(started.answer_id, first_reader=True))
+        response.started = started  # its owner is spawned on the event loop by `admitted`
+        return response
 
 
 def start_options(validated: dict) -> dict:

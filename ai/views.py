@@ -65,9 +65,9 @@ class JSONErrorsNegotiation(DefaultContentNegotiation):
 
 
 def start_answer(*, user, **request) -> services.StreamStart | services.Retry:
-    """`services.stream_start()` with its domain errors as the API's, and the answer's owner spawned.
-
-    Shared by every transport's start (the contract's stream, the AI SDK's chat)."""
+    """`services.stream_start()` with its domain errors as the API's. Shared by every transport's start
+    (the contract's stream, the AI SDK's chat); its caller spawns the owner of a started answer on the
+    event loop (`generations.owned_once_started`)."""
     try:
         started = services.stream_start(user=user, **request)
     except Conversation.DoesNotExist:
@@ -83,8 +83,6 @@ def start_answer(*, user, **request) -> services.StreamStart | services.Retry:
     except QuotaExceeded as error:
         metrics.quota_refused(error.resource)
         raise QuotaExceededError(error) from None
-    if isinstance(started, services.StreamStart):
-        generations.launch(started)
     return started
 
 
@@ -122,12 +120,11 @@ def admitted(view):
             metrics.http_error(503, "overloaded")
             body = error_body("The service is saturated; try again shortly.", "overloaded")
             return JsonResponse(body, status=503, headers={"Retry-After": str(OVERLOADED_RETRY_AFTER)})
-        try:
-            return await sync_to_async(run, thread_sensitive=False, executor=executor)(
-                request, *args, **kwargs
-            )
-        finally:
-            slots.release()
+        work = asyncio.ensure_future(
+            sync_to_async(run, thread_sensitive=False, executor=executor)(request, *args, **kwargs)
+        )
+        work.add_done_callback(lambda _: slots.release())  # once the thread is done, hang-up or not
+        return await generations.owned_once_started(work)
 
     return admitted_view
 
@@ -185,7 +182,9 @@ class ChatStreamView(JSONBodyMixin, StreamView):
         started = start_answer(user=request.user, idempotency_key=key, **serializer.validated_data)
         if isinstance(started, services.Retry):
             return sse.response(sse.frames(generations.answer_replay(started.answer_id)))
-        return sse.response(sse.frames(generations.first_reading(started.answer_id)))
+        response = sse.response(sse.frames(generations.first_reading(started.answer_id)))
+        response.started = started  # its owner is spawned on the event loop by `admitted`
+        return response
 
 
 def stop(answer_id) -> bool:

@@ -16,7 +16,7 @@ def test_readers_generations_and_logs_go_back_to_zero(user, settings):
     start = services.stream_start(user=user, message="[mock:chunks=20][mock:delay_ms=10]")
 
     async def scenario():
-        generation = await generations.generation_start(start)
+        generation = generations.generation_start(start)
         complete = generation.read(0)
         leaving_early = generation.read(0)
         parked = generation.read(0)
@@ -50,7 +50,7 @@ def test_a_reader_that_leaves_never_changes_the_answer(user):
     start = services.stream_start(user=user, message="[mock:chunks=10][mock:delay_ms=10]")
 
     async def scenario():
-        generation = await generations.generation_start(start)
+        generation = generations.generation_start(start)
         reader = generation.read(0)
         await anext(reader)
         await reader.aclose()

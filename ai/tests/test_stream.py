@@ -1,9 +1,11 @@
 """POST /api/ai/chat/stream end to end: a real daphne process, a real HTTP client, PostgreSQL."""
 
 import json
+import socket
 import time
 
 import httpx
+import psycopg
 import pytest
 from httpx_sse import connect_sse
 
@@ -264,3 +266,32 @@ def test_killed_server_leaves_streaming_answer_that_the_sweep_interrupts(asgi_se
         assert Reservation.objects.filter(quota_id=user.pk).count() == 0
     finally:
         fresh.stop()
+
+
+def test_a_hang_up_while_the_start_runs_still_leaves_the_answer_an_owner(
+    live_asgi, token, user, test_database_url
+):
+    """The client leaves while its start waits (here on a lock of its quota row, held by the test):
+    the start commits after the request is gone, and its answer must still be generated and saved."""
+    Quota.objects.create(user=user)
+    body = json.dumps({"message": "[mock:chunks=5][mock:delay_ms=10]"}).encode()
+    request = (
+        f"POST /api/ai/chat/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Token {token.key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with psycopg.connect(test_database_url) as lock:
+        lock.execute("SELECT 1 FROM quota_quota WHERE user_id = %s FOR UPDATE", [user.pk])
+        with socket.create_connection(("127.0.0.1", live_asgi.port)) as raw:
+            raw.sendall(request)
+            wait_for(
+                lambda: lock.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = %s",
+                    [lock.info.dbname],
+                ).fetchone()[0]
+            )
+        time.sleep(0.3)  # the server sees the hang-up and cancels the request
+    answer = wait_for(lambda: Message.objects.filter(role="assistant").exclude(status="streaming").first())
+    assert answer.status == "complete"
+    assert answer.usage["completion_tokens"] == 5
+    assert Quota.objects.get(user=user).requests_used == 1
+    assert Reservation.objects.count() == 0

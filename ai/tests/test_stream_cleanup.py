@@ -28,7 +28,7 @@ def stream_in_process(user, message: str) -> list[dict]:
     start = services.stream_start(user=user, message=message)
 
     async def read():
-        generation = await generations.generation_start(start)
+        generation = generations.generation_start(start)
         events_ = [event.data async for event in generation.read(0) if event is not None]
         await generation.task
         return events_
