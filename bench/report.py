@@ -49,7 +49,18 @@ FIGURES = [
     Figure("cold_pg_peak", "C1000 cold: peak PostgreSQL connections", 0, "≤ 20", ratio=False),
 ]
 SUMMED = {"c_failures", "cold_failures"}  # failures are added over the rounds; every other figure is a median
-SERVER_LOGS = {"server_errors": "warm session", "cold_server_errors": "C1000 cold", "r_server_errors": "R"}
+SERVER_LOGS = {  # where a round's servers' logged exceptions are kept
+    "server_errors": "warm session",
+    "cold_server_errors": "C1000 cold",
+    "t_nometrics_server_errors": "T, metrics off",
+    "r_server_errors": "R",
+}
+FAILURES = {
+    "l_failures": "L",
+    "t_failures": "T",
+    "tui_failures": "T UI",
+    "t_nometrics_failures": "T, metrics off",
+}
 RATIOS = {"bare": "÷ bare", "baseline": "÷ baseline"}  # chatsvc's figure over theirs, when they are served
 
 
@@ -121,7 +132,7 @@ def table(results: dict, server_names: list[str], apps: list[str], sql: dict) ->
     return "\n".join(lines)
 
 
-def _minus(minuend: float | None, subtrahend: float | None) -> float | None:
+def minus(minuend: float | None, subtrahend: float | None) -> float | None:
     return None if minuend is None or subtrahend is None else minuend - subtrahend
 
 
@@ -133,10 +144,10 @@ def _difference_rows(results: dict, server_names, apps, compared) -> list[str]:
 
     def over_bare(server: str, app: str) -> float | None:
         bare = median(server, "bare", "l_ttfc_p50")
-        return None if app == "bare" else _minus(median(server, app, "l_ttfc_p50"), bare)
+        return None if app == "bare" else minus(median(server, app, "l_ttfc_p50"), bare)
 
     def metrics_cost(server: str, app: str) -> float | None:
-        return _minus(median(server, app, "t_cpu_ms"), median(server, app, "t_nometrics_cpu_ms"))
+        return minus(median(server, app, "t_cpu_ms"), median(server, app, "t_nometrics_cpu_ms"))
 
     differences = [
         ("L: first chunk p50 over bare's, ms", "≤ +3 ms (#16)", over_bare),
@@ -277,11 +288,9 @@ def problems(results: dict) -> list[str]:
             for key, scenario in SERVER_LOGS.items():
                 if f.get(key):
                     found.append(f"{where}: the server logged {f[key]} ({scenario})")
-            if f.get("t_failures") or f.get("l_failures") or f.get("tui_failures"):
-                found.append(
-                    f"{where}: T failures {f['t_failures']}, T UI {f.get('tui_failures', 0)}, "
-                    f"L failures {f['l_failures']}"
-                )
+            for key, scenario in FAILURES.items():
+                if f.get(key):
+                    found.append(f"{where}: {scenario} failures {f[key]}")
             if f.get("r_readers_failed"):
                 found.append(f"{where}: R readers failed {f['r_readers_failed']}")
             if f.get("r_violations"):

@@ -13,12 +13,14 @@ skips R).
 """
 
 import argparse
+import fcntl
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from bench import apps, database, profile, report, scenarios, sqlcount
@@ -110,12 +112,13 @@ def logging_cost(app: App, scale: scenarios.Scale, results: dict) -> str:
         scenarios.warm_up(server, scale)
         info = scenarios.throughput(server, scale)
     warning = results[("daphne", "chatsvc")]
-    rate, cpu = report.combine(warning, "t_streams_per_s") or 0, report.combine(warning, "t_cpu_ms") or 0
+    rate, cpu = report.combine(warning, "t_streams_per_s"), report.combine(warning, "t_cpu_ms")
     return (
         f"INFO logging (one line per stream), daphne/chatsvc T, one run: "
-        f"{info['t_streams_per_s']:.0f} streams/s and {info['t_cpu_ms']:.2f} CPU ms/stream, "
-        f"against {rate:.0f} and {cpu:.2f} at WARNING (median): "
-        f"{info['t_cpu_ms'] - cpu:+.2f} ms/stream (within the noise unless well over ±10 %)."
+        f"{report.cell(info['t_streams_per_s'], 0)} streams/s and {report.cell(info['t_cpu_ms'], 2)} CPU "
+        f"ms/stream, against {report.cell(rate, 0)} and {report.cell(cpu, 2)} at WARNING (median): "
+        f"{report.cell(report.minus(info['t_cpu_ms'], cpu), 2)} ms/stream (within the noise unless well "
+        "over ±10 %)."
     )
 
 
@@ -146,8 +149,26 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+@contextmanager
+def one_run_at_a_time():
+    """Two runs would drop each other's databases and flush each other's Redis: a second one waits."""
+    path = Path(tempfile.gettempdir()) / f"chatsvc-bench-{database.NAME}.lock"
+    with open(path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"another make bench is running (it holds {path}): waiting for it to end")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def main() -> None:
     args = parse_args()
+    with one_run_at_a_time():
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     started = time.monotonic()
     if PINNING:
         os.sched_setaffinity(0, {CLIENT_CORE})  # this process and its helpers stay off the server's core

@@ -98,7 +98,7 @@ def _throughput(server: Server, scale: Scale, *, encoding: str, prefix: str) -> 
     cpu = server.cpu_seconds() - cpu_before
     figures = {
         "streams_per_s": result["streams_per_s"],
-        "cpu_ms": cpu * 1000 / max(1, result["completed"]),
+        "cpu_ms": cpu * 1000 / result["completed"] if result["completed"] else None,
         "busy_pct": 100 * cpu / result["wall_s"],
         "streams": result["completed"],
         "failures": sum(result["failures"].values()),
@@ -201,7 +201,9 @@ def metrics_off_throughput(server_name: str, app: App, scale: Scale, *, log_path
     """T on a chatsvc server with `METRICS_ENABLED=false`: beside T, what counting the metrics costs."""
     with Server(server_name, app.with_env(METRICS_ENABLED="false"), log_path=log_path) as server:
         warm_up(server, scale)
-        return _throughput(server, scale, encoding="sse", prefix="t_nometrics")
+        figures = _throughput(server, scale, encoding="sse", prefix="t_nometrics")
+        figures["t_nometrics_server_errors"] = server.errors()
+    return figures
 
 
 def readers(app: App, scale: Scale, *, log_dir: Path, label: str) -> dict:
