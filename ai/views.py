@@ -105,11 +105,7 @@ def admitted(view):
     `AI_START_QUEUE_TIMEOUT` is refused at once, before anything is read, stored or reserved:
     503 `overloaded` with `Retry-After`."""
 
-    def run(request, *args, **kwargs):
-        try:
-            return view(request, *args, **kwargs)
-        finally:
-            connection.close()  # back to the pool: this thread serves the next start
+    run = _closing_connection(view)
 
     @functools.wraps(view)
     async def admitted_view(request, *args, **kwargs):
@@ -127,6 +123,44 @@ def admitted(view):
         return await generations.owned_once_started(work)
 
     return admitted_view
+
+
+def reading(view):
+    """`view` (a sync DRF view that checks a read of an answer) as an async view: its checks run in the
+    loop's shared threads (not a thread per request: thousands of readers reattach at once after a
+    deploy), then a `Reading` it returns opens the answer's events on the event loop — no thread waits
+    for the owner's reply."""
+    run = _closing_connection(view)
+
+    @functools.wraps(view)
+    async def reading_view(request, *args, **kwargs):
+        response = await sync_to_async(run, thread_sensitive=False)(request, *args, **kwargs)
+        return await response.opened() if isinstance(response, Reading) else response
+
+    return reading_view
+
+
+class Reading(HttpResponse):
+    """A read of an answer that passed its checks: `opened()` is its stream, or this 204 when no process
+    keeps the answer's events."""
+
+    def __init__(self, answer_id, *, after: int, anywhere: bool) -> None:
+        super().__init__(status=status.HTTP_204_NO_CONTENT)
+        self.answer_id, self.after, self.anywhere = answer_id, after, anywhere
+
+    async def opened(self) -> HttpResponse:
+        events = await generations.answer_open(self.answer_id, after=self.after, anywhere=self.anywhere)
+        return self if events is None else sse.response(sse.frames(events))
+
+
+def _closing_connection(view):
+    def run(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        finally:
+            connection.close()  # back to the pool: this thread serves the next request
+
+    return run
 
 
 class StreamView(APIView):
@@ -221,10 +255,7 @@ class AnswerStreamView(StreamView):
     def get(self, request, message_id):
         after = last_event_id(request)
         answer = _answer_or_404(request, message_id)
-        events = async_to_sync(generations.answer_open)(answer.pk, after=after, anywhere=_may_be_kept(answer))
-        if events is None:
-            return HttpResponse(status=status.HTTP_204_NO_CONTENT)
-        return sse.response(sse.frames(events))
+        return Reading(answer.pk, after=after, anywhere=_may_be_kept(answer))  # opened by `reading`
 
 
 def _may_be_kept(answer: Message) -> bool:
