@@ -27,7 +27,7 @@ from ai.events import EventLog
 logger = logging.getLogger("ai.relay")
 
 RECONNECT_DELAY = 1.0  # seconds between two attempts to listen again after a layer failure
-BATCH_WINDOW = 0.01  # seconds an owner waits, once it has news for a follower, to send more at once
+BATCH_WINDOW = 0.005  # seconds an owner waits, once it has news for a follower, to send more at once
 MIRROR_KEPT = 60.0  # seconds an ended answer's copy is kept for readers that never began
 
 
