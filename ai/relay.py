@@ -74,6 +74,7 @@ class _Relay:
         self._tasks: set[asyncio.Task] = set()  # answers to pulls and stops; followers
         self.mirrors: dict[uuid.UUID, Mirror] = {}
         self.followers: dict[str, _Follower] = {}  # by owner channel
+        self._follows: dict[str, asyncio.Task] = {}  # the pending follow of each follower, by its channel
 
     async def ready(self) -> str:
         """This process's channel name, listening (started at first use)."""
@@ -135,7 +136,19 @@ class _Relay:
         self.spawn(self.send(message["reply_to"], reply))
 
     def on_answers_follow(self, message: dict) -> None:
-        self.spawn(self._answer_follow(message))
+        # A process follows this one with one request at a time: a new one replaces its last (asked
+        # again with one more answer), whose reply would only be dropped there.
+        follower = message["reply_to"]
+        superseded = self._follows.get(follower)
+        if superseded is not None:
+            superseded.cancel()
+        task = self._follows[follower] = self.spawn(self._answer_follow(message))
+
+        def forget(done: asyncio.Task) -> None:
+            if self._follows.get(follower) is done:
+                del self._follows[follower]
+
+        task.add_done_callback(forget)
 
     async def _answer_follow(self, message: dict) -> None:
         """The news of the answers a follower asks about (`after`: id → its last event), once there is
