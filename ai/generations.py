@@ -368,7 +368,8 @@ async def shutdown() -> None:
 
 
 def stats() -> dict:
-    """Counts for tests and metrics: answers generating, logs kept (running or replayable), live readers."""
+    """This process's answers generating, logs kept (running or replayable) and live readers: what the
+    tests count going back to zero."""
     return {
         "running": len(_tasks),
         "kept": len(_generations),

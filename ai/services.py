@@ -149,25 +149,26 @@ def _start(user, message, conversation_id, adapter, regenerate, create_missing, 
 
 def _claim_conversation(user, message, conversation_id, adapter, create_missing) -> tuple[Conversation, bool]:
     """The conversation of a new exchange (row locked, `updated_at` moved), and whether it is new."""
-    title = conversation_services.title_from_message(message)
+    if conversation_id is not None:
+        try:
+            return conversation_services.conversation_for_exchange(
+                user=user, conversation_id=conversation_id, content=message
+            ), False
+        except Conversation.DoesNotExist:
+            if not create_missing:
+                raise
+    new = {
+        "user": user,
+        "adapter": adapter or settings.AI_DEFAULT_ADAPTER,
+        "title": conversation_services.title_from_message(message),
+    }
     if conversation_id is None:
-        alias = adapter or settings.AI_DEFAULT_ADAPTER
-        return conversation_services.conversation_create(user=user, adapter=alias, title=title), True
-    try:
-        return conversation_services.conversation_for_exchange(
-            user=user, conversation_id=conversation_id, content=message
-        ), False
-    except Conversation.DoesNotExist:
-        if not create_missing:
-            raise
+        return conversation_services.conversation_create(**new), True
     try:
         with transaction.atomic():
-            conversation = conversation_services.conversation_create(
-                user=user, adapter=adapter or settings.AI_DEFAULT_ADAPTER, title=title, id=conversation_id
-            )
+            return conversation_services.conversation_create(**new, id=conversation_id), True
     except IntegrityError:
         raise Conversation.DoesNotExist from None  # another user's, or created by a racing request
-    return conversation, True
 
 
 def _retry_of(key: str, fingerprint: str) -> Retry | None:

@@ -167,12 +167,6 @@ class StreamView(APIView):
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JSONErrorsNegotiation
 
-    def finalize_response(self, request, response, *args, **kwargs):
-        # The stream is read without the database: its connection goes back to the pool now, not
-        # when the last byte is sent.
-        connection.close()
-        return super().finalize_response(request, response, *args, **kwargs)
-
 
 START_ERRORS = {  # what refuses a start, whatever its transport
     409: OpenApiResponse(description="An answer of the conversation is streaming; nothing to regenerate."),
