@@ -23,6 +23,29 @@ class Event:
         return self.data["type"] in ("done", "error")
 
 
+@dataclass(frozen=True)
+class Failure:
+    """Why an answer ended in an `error` event when no `AdapterError` (which has the same fields) says it."""
+
+    code: str
+    message: str
+    retryable: bool
+
+
+INTERRUPTED = Failure("interrupted", "The answer was interrupted: its server stopped. Try again.", True)
+
+
+def error_data(error, message_id: str) -> dict:
+    """The `error` event of an answer that ended with `error` (a `Failure` or an `AdapterError`)."""
+    return {
+        "type": "error",
+        "code": error.code,
+        "message": error.message,
+        "retryable": error.retryable,
+        "message_id": message_id,
+    }
+
+
 class EventLog:
     """An answer's events in order, and the readers waiting for the next ones."""
 

@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
-from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -23,7 +22,7 @@ from django.conf import settings
 from ai import relay, services
 from ai.adapters import adapters
 from ai.adapters.base import AdapterError, AdapterRefused, Finish, Usage
-from ai.events import Event, EventLog
+from ai.events import INTERRUPTED, Event, EventLog, Failure, error_data
 from chatsvc import metrics
 from conversations import selectors as conversation_selectors
 from conversations.models import Message
@@ -36,19 +35,9 @@ LAUNCH_WAIT = 0.5  # seconds a retry waits for the first request's answer to be 
 SHUTDOWN_GRACE = 10.0  # seconds a stopping process waits for its answers' ends to be written
 
 
-@dataclass(frozen=True)
-class Failure:
-    """Why an answer ended in an `error` event when no `AdapterError` says it."""
-
-    code: str
-    message: str
-    retryable: bool
-
-
 INTERNAL_ERROR = Failure(
     "internal_error", "Something went wrong on our side; the answer was not finished.", False
 )
-INTERRUPTED = Failure("interrupted", "The answer was interrupted: its server stopped. Try again.", True)
 NOT_RETRYABLE = {AdapterRefused.code, INTERNAL_ERROR.code}  # the codes of the contract's `retryable: false`
 
 
@@ -129,7 +118,7 @@ class Generation(EventLog):
             written, quota, failure = True, None, failure or INTERNAL_ERROR
         message_id = str(self.start.answer_id)
         if not written:  # the sweep ended it first (the database was out for longer than the TTL)
-            self._log(_error_data(INTERRUPTED, message_id))
+            self._log(error_data(INTERRUPTED, message_id))
         elif failure is None:
             reason = "stopped" if status == Message.Status.STOPPED else (finish.reason if finish else "stop")
             self._log(
@@ -142,7 +131,7 @@ class Generation(EventLog):
                 }
             )
         else:
-            self._log(_error_data(failure, message_id))
+            self._log(error_data(failure, message_id))
 
     async def _heartbeat(self, parts: list[str]) -> None:
         """Renew the reservation and the message every `QUOTA_RESERVATION_TTL / 3`, in a task of its own:
@@ -323,9 +312,9 @@ def stored_events(answer: Message) -> list[Event]:
         )
     elif answer.status == Message.Status.FAILED:
         failure = Failure(answer.error_code, answer.error_message, answer.error_code not in NOT_RETRYABLE)
-        data.append(_error_data(failure, str(answer.pk)))
+        data.append(error_data(failure, str(answer.pk)))
     else:
-        data.append(_error_data(INTERRUPTED, str(answer.pk)))
+        data.append(error_data(INTERRUPTED, str(answer.pk)))
     return [Event(number, item) for number, item in enumerate(data, 1)]
 
 
@@ -380,16 +369,6 @@ def stats() -> dict:
 # --- helpers ----------------------------------------------------------------------------------
 def _as_uuid(value) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-
-
-def _error_data(error: AdapterError | Failure, message_id: str) -> dict:
-    return {
-        "type": "error",
-        "code": error.code,
-        "message": error.message,
-        "retryable": error.retryable,
-        "message_id": message_id,
-    }
 
 
 async def _run_to_end(awaitable):

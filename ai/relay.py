@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from ai.events import EventLog
+from ai.events import INTERRUPTED, EventLog, error_data
 
 logger = logging.getLogger("ai.relay")
 
@@ -56,10 +56,8 @@ class Mirror(EventLog):
 
     def interrupt(self) -> None:
         """The owner stopped answering: the readers end with `error` `interrupted` (retryable)."""
-        from ai.generations import INTERRUPTED, _error_data
-
         if not self.ended.is_set():
-            self.log(_error_data(INTERRUPTED, str(self.answer_id)))
+            self.log(error_data(INTERRUPTED, str(self.answer_id)))
 
 
 class _Relay:
