@@ -186,10 +186,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         """Send the answer's chunks after the frame's `lastSequence`, numbered from 0 as the first reader
         was sent them, then `end`; False when no process keeps its events."""
         request_id, after = frame["requestId"], frame.get("lastSequence", -1)
-        if first_reader:
-            events = generations.first_reading(answer_id)
-        else:
-            events = await generations.answer_open(answer_id)
+        events = await generations.answer_from_start(answer_id, first_reader=first_reader)
         if events is None:
             return False
         await self.send_json({"type": "start", "requestId": request_id})

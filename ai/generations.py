@@ -334,6 +334,12 @@ async def first_reading(answer_id) -> AsyncIterator[Event | None]:
             generation.cut(Message.Status.INTERRUPTED)
 
 
+async def answer_from_start(answer_id, *, first_reader: bool) -> AsyncIterator[Event | None] | None:
+    """The answer's events from its first, as the request that started it reads them (`first_reading`)
+    or as any other reader (`answer_open`: None when no process keeps them)."""
+    return first_reading(answer_id) if first_reader else await answer_open(answer_id)
+
+
 async def answer_stop(answer_id) -> bool:
     """Stop an answer wherever it runs; True once its end is committed (by this stop or before it),
     False when its owner did not confirm within `AI_STREAM_OWNER_TIMEOUT`."""

@@ -34,10 +34,7 @@ def ui_response(frames) -> StreamingHttpResponse:
 
 async def ui_frames(answer_id, *, first_reader: bool = False):
     """The answer's UI message stream from its start, as SSE frames, ending with `data: [DONE]`."""
-    if first_reader:
-        events = generations.first_reading(answer_id)
-    else:
-        events = await generations.answer_open(answer_id)
+    events = await generations.answer_from_start(answer_id, first_reader=first_reader)
     if events is not None:
         async with aclosing(ui_stream.chunk_stream(events, message_id=str(answer_id))) as chunks:
             async for chunk in chunks:
