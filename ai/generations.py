@@ -55,14 +55,6 @@ class Generation(EventLog):
     # --- the owner ------------------------------------------------------------------------------
     async def run(self) -> None:
         start = self.start
-        self._log(
-            {
-                "type": "start",
-                "conversation_id": str(start.conversation_id),
-                "user_message_id": str(start.question_id),
-                "message_id": str(start.answer_id),
-            }
-        )
         parts: list[str] = []
         finish: Finish | None = None
         failure: AdapterError | Failure | None = None
@@ -70,6 +62,8 @@ class Generation(EventLog):
         heartbeat = asyncio.create_task(self._heartbeat(parts))
         adapter = None
         try:
+            await relay.owner_joined(start.answer_id)  # reachable from elsewhere once its id is known
+            self._log_start()
             adapter = adapters[start.adapter_alias]
             async with aclosing(adapter.stream(start.context)) as deltas:
                 async for item in deltas:
@@ -95,6 +89,8 @@ class Generation(EventLog):
         finally:
             self._generating = False
             heartbeat.cancel()
+            if not self.events:  # cut before it began: its readers still see `start` first
+                self._log_start()
         content = "".join(parts)
         usage = finish.usage if finish else None
         if status == Message.Status.STOPPED and usage is None and adapter is not None:
@@ -105,6 +101,17 @@ class Generation(EventLog):
             failure = INTERRUPTED
         await self._end(status, content, usage, failure, finish)
         _log_line(start, len(parts), usage, first_chunk, began, status, failure)
+
+    def _log_start(self) -> None:
+        start = self.start
+        self._log(
+            {
+                "type": "start",
+                "conversation_id": str(start.conversation_id),
+                "user_message_id": str(start.question_id),
+                "message_id": str(start.answer_id),
+            }
+        )
 
     async def _end(self, status, content, usage, failure, finish) -> None:
         """Write the end, then log its event: `done` only once the answer and the quota are committed."""
@@ -224,7 +231,6 @@ def _own_started(work: asyncio.Future) -> None:
 
 async def _own(generation: Generation) -> None:
     answer_id = generation.start.answer_id
-    relay.owner_joined(answer_id)
     try:
         await generation.run()
     finally:

@@ -29,6 +29,11 @@ logger = logging.getLogger("ai.relay")
 RECONNECT_DELAY = 1.0  # seconds between two attempts to listen again after a layer failure
 BATCH_WINDOW = 0.005  # seconds an owner waits, once it has news for a follower, to send more at once
 MIRROR_KEPT = 60.0  # seconds an ended answer's copy is kept for readers that never began
+# Layer calls in flight at once: redis-py's pool (100 connections since redis 8) fails a command at once
+# when every connection is busy, so a burst (a thousand answers starting, readers reattaching after a
+# deploy) waits its turn here instead; the rest of the pool is for `receive` and channels' own work.
+LAYER_CALLS = 50
+JOIN_WAIT = 1.0  # seconds an answer waits, at most, for its owner to join its group before it begins
 
 
 def enabled() -> bool:
@@ -68,6 +73,8 @@ class _Relay:
         self.channel: str | None = None
         self._listener: asyncio.Task | None = None
         self._ready: asyncio.Future | None = None
+        self._calls: asyncio.Semaphore | None = None
+        self._contacts: dict[uuid.UUID, asyncio.Task] = {}  # first contacts under way, by answer
         self._replies: dict[str, asyncio.Future] = {}
         self._tasks: set[asyncio.Task] = set()  # answers to pulls and stops; followers
         self.mirrors: dict[uuid.UUID, Mirror] = {}
@@ -78,6 +85,7 @@ class _Relay:
         """This process's channel name, listening (started at first use)."""
         if self._ready is None:
             self.layer = get_channel_layer()
+            self._calls = asyncio.Semaphore(LAYER_CALLS)
             self._ready = asyncio.get_running_loop().create_future()
             self._listener = asyncio.get_running_loop().create_task(self._listen())
         return await asyncio.shield(self._ready)
@@ -108,7 +116,13 @@ class _Relay:
         from ai.generations import kept
 
         for answer_id in kept():
-            await self.layer.group_add(_group(answer_id), self.channel)
+            await self.call("group_add", _group(answer_id), self.channel)
+
+    async def call(self, name: str, *arguments) -> None:
+        """The layer's `name` (send, group_send, group_add, group_discard), at most `LAYER_CALLS` at once."""
+        await self.ready()
+        async with self._calls:
+            await getattr(self.layer, name)(*arguments)
 
     def spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -118,7 +132,7 @@ class _Relay:
 
     async def send(self, channel: str, message: dict) -> None:
         try:
-            await self.layer.send(channel, message)
+            await self.call("send", channel, message)
         except Exception:
             logger.warning("channel layer send failed", exc_info=True)
 
@@ -190,7 +204,7 @@ class _Relay:
         self._replies[request_id] = waiter
         try:
             message = {**message, "request_id": request_id, "reply_to": await self.ready()}
-            await (self.layer.group_send if group else self.layer.send)(to, message)
+            await self.call("group_send" if group else "send", to, message)
             return await asyncio.wait_for(waiter, patience)
         except (TimeoutError, OSError, ConnectionError):
             return None
@@ -199,6 +213,18 @@ class _Relay:
             return None
         finally:
             self._replies.pop(request_id, None)
+
+    async def first_contact(self, answer_id: uuid.UUID) -> dict | None:
+        """The owner's reply to `answer.pull` for the answer: one request for all the readers that
+        arrive while it is under way (a reader that leaves does not cancel it for the others)."""
+        contact = self._contacts.get(answer_id)
+        if contact is None:
+            message = {"type": "answer.pull", "answer_id": str(answer_id)}
+            patience = settings.AI_STREAM_OWNER_TIMEOUT
+            contact = self.spawn(self.ask(message, to=_group(answer_id), group=True, patience=patience))
+            self._contacts[answer_id] = contact
+            contact.add_done_callback(lambda _: self._contacts.pop(answer_id, None))
+        return await asyncio.shield(contact)
 
     def follow(self, mirror: Mirror) -> None:
         follower = self.followers.get(mirror.owner)
@@ -294,10 +320,12 @@ def _news_of(after: dict, local) -> tuple[dict, list]:
 _relay = _Relay()
 
 
-def owner_joined(answer_id: uuid.UUID) -> None:
-    """Make this process reachable as the answer's owner (in the background: the answer goes on)."""
+async def owner_joined(answer_id: uuid.UUID) -> None:
+    """Make this process reachable as the answer's owner, before the answer's first event: a reader
+    elsewhere may ask for it as soon as it learns its id. A layer slower than `JOIN_WAIT` is not waited
+    for (the join goes on in the background)."""
     if enabled():
-        _relay.spawn(_membership("add", answer_id))
+        await asyncio.wait({_relay.spawn(_membership("add", answer_id))}, timeout=JOIN_WAIT)
 
 
 def owner_left(answer_id: uuid.UUID) -> None:
@@ -308,9 +336,7 @@ def owner_left(answer_id: uuid.UUID) -> None:
 
 async def _membership(action: str, answer_id: uuid.UUID) -> None:
     try:
-        channel = await _relay.ready()
-        method = _relay.layer.group_add if action == "add" else _relay.layer.group_discard
-        await method(_group(answer_id), channel)
+        await _relay.call(f"group_{action}", _group(answer_id), await _relay.ready())
     except Exception:
         logger.warning("channel layer group_%s failed for answer %s", action, answer_id, exc_info=True)
 
@@ -321,10 +347,7 @@ async def open_remote(answer_id: uuid.UUID, *, after: int) -> AsyncIterator | No
         return None
     mirror = _relay.mirrors.get(answer_id)
     if mirror is None:
-        message = {"type": "answer.pull", "answer_id": str(answer_id)}
-        reply = await _relay.ask(
-            message, to=_group(answer_id), group=True, patience=settings.AI_STREAM_OWNER_TIMEOUT
-        )
+        reply = await _relay.first_contact(answer_id)
         if reply is None or not reply.get("found"):
             return None
         mirror = _relay.mirrors.get(answer_id)  # another reader may have made it meanwhile

@@ -1,6 +1,7 @@
 """Live answers across processes (two daphne servers, one PostgreSQL, one Redis), a server told to
 stop, a server killed, and a heartbeat that keeps a long answer alive through the sweep."""
 
+import asyncio
 import threading
 import time
 
@@ -8,7 +9,7 @@ import httpx
 import pytest
 from django.core.management import call_command
 
-from ai.tests.sse_client import iter_frames, stream
+from ai.tests.sse_client import aiter_frames, iter_frames, stream
 from conversations.models import Message
 from quota.models import Quota, Reservation
 
@@ -54,6 +55,41 @@ def test_an_answer_started_on_one_process_is_read_again_on_another_identically(p
     assert answer.status == "complete"
     assert answer.content == "".join(f.data["content"] for f in seen_on_a if f.type == "chunk")
     assert Quota.objects.get(user=user).requests_used == 1
+    assert not Reservation.objects.exists()
+
+
+def test_answers_started_at_once_are_each_read_on_another_process_the_moment_their_id_is_known(
+    pair, token, user
+):
+    """A reader elsewhere may ask for an answer as soon as its `start` arrives: the owner is reachable
+    by then, also when many answers start at once (it joins the answer's group before logging `start`)."""
+    a, b = pair
+    answers = 40
+    headers = auth(token)
+
+    async def one(client: httpx.AsyncClient) -> tuple[list, int, list]:
+        body = {"message": "[mock:chunks=5][mock:delay_ms=100]"}
+        async with client.stream("POST", f"{a.url}/api/ai/chat/stream", json=body, headers=headers) as local:
+            frames = aiter_frames(local)
+            first = await anext(frames)
+            url = f"{b.url}/api/ai/chat/stream/{first.data['message_id']}"
+            async with client.stream("GET", url, headers=headers) as remote:
+                seen_remote = [f.raw_lines async for f in aiter_frames(remote) if f.data is not None]
+                status = remote.status_code
+            seen_local = [first.raw_lines] + [f.raw_lines async for f in frames if f.data is not None]
+        return seen_local, status, seen_remote
+
+    async def burst():
+        limits = httpx.Limits(max_connections=2 * answers + 10, max_keepalive_connections=0)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+            return await asyncio.gather(*(one(client) for _ in range(answers)))
+
+    for seen_local, status, seen_remote in asyncio.run(burst()):
+        assert status == 200
+        assert seen_remote == seen_local  # from id 1 to `done`, byte for byte
+        assert '"type":"done"' in seen_local[-1][-1]
+    assert Message.objects.filter(role="assistant", status="complete").count() == answers
+    assert Quota.objects.get(user=user).requests_used == answers
     assert not Reservation.objects.exists()
 
 
