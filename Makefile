@@ -53,7 +53,7 @@ screenshot: $(VENV)/.dev test-deps
 
 # The benchmark (bench/run.py): its own database, real servers pinned to core 0, the client on core 1.
 # BENCH_ARGS="--quick" for a smoke run, "--profile" to add a py-spy profile, "--baseline <ref>" to compare
-# with another commit; BENCH_ROUNDS=… and co. for counts.
+# with another commit; BENCH_ROUNDS=… and co. for counts. R alone: `.venv/bin/python -m bench.r_alone 200`.
 bench: $(VENV)/.dev
 	$(PY) -m bench $(BENCH_ARGS)
 
