@@ -143,10 +143,12 @@ DATABASE_RETRY_SECONDS = env.float("DATABASE_RETRY_SECONDS", default=30.0)
 REDIS_URL = env.str("REDIS_URL", default="")
 CHANNEL_LAYERS = {
     "default": (
-        # Room for many pulls and replies on a process's channel (ai.relay); the default is 100.
+        # Room for many pulls and replies on a process's channel (ai.relay); the default is 100. A read
+        # may take longer than channels' 5 s blocking pop: redis-py 8's default socket timeout (5 s)
+        # would cut the pop, and the message it took, off.
         {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 10_000},
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "capacity": 10_000},
         }
         if REDIS_URL
         else {"BACKEND": "channels.layers.InMemoryChannelLayer"}

@@ -93,6 +93,26 @@ def test_answers_started_at_once_are_each_read_on_another_process_the_moment_the
     assert not Reservation.objects.exists()
 
 
+def test_the_relay_keeps_listening_through_quiet_periods_longer_than_the_layers_blocking_pop(pair, token):
+    """channels' receive blocks 5 s in Redis: a socket timeout of 5 s (redis-py 8's default) cuts it
+    off each quiet period, and the message it popped with it. Neither process may fail to listen."""
+    a, b = pair
+
+    def read_on_b_what_a_writes() -> list:
+        body = {"message": "[mock:chunks=3][mock:delay_ms=20]"}
+        with httpx.Client(timeout=30) as client, stream(client, a.url, token.key, body) as response:
+            message_id = next(iter_frames(response)).data["message_id"]
+            again = client.get(f"{b.url}/api/ai/chat/stream/{message_id}", headers=auth(token))
+        assert again.status_code == 200
+        return [f.type for f in iter_frames(again) if f.data]
+
+    assert read_on_b_what_a_writes() == ["start", "chunk", "chunk", "chunk", "done"]  # both listen now
+    time.sleep(6.5)  # longer than one blocking pop
+    assert read_on_b_what_a_writes() == ["start", "chunk", "chunk", "chunk", "done"]
+    for server in (a, b):
+        assert "channel layer failed" not in server.log()
+
+
 def test_a_stop_from_another_process_ends_every_reader_with_done_stopped(pair, token, user):
     a, b = pair
     with httpx.Client(timeout=30) as client, stream(client, a.url, token.key, {"message": SLOW}) as response:
