@@ -119,8 +119,8 @@ class _Relay:
             await self.call("group_add", _group(answer_id), self.channel)
 
     async def call(self, name: str, *arguments) -> None:
-        """The layer's `name` (send, group_send, group_add, group_discard), at most `LAYER_CALLS` at once."""
-        await self.ready()
+        """The layer's `name` (send, group_send, group_add, group_discard), at most `LAYER_CALLS` at once;
+        its callers have awaited `ready()` (they need the channel's name anyway)."""
         async with self._calls:
             await getattr(self.layer, name)(*arguments)
 
@@ -336,7 +336,8 @@ def owner_left(answer_id: uuid.UUID) -> None:
 
 async def _membership(action: str, answer_id: uuid.UUID) -> None:
     try:
-        await _relay.call(f"group_{action}", _group(answer_id), await _relay.ready())
+        channel = await _relay.ready()
+        await _relay.call(f"group_{action}", _group(answer_id), channel)
     except Exception:
         logger.warning("channel layer group_%s failed for answer %s", action, answer_id, exc_info=True)
 
