@@ -15,12 +15,12 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.http import HttpRequest
 from rest_framework import exceptions
-from rest_framework.authentication import TokenAuthentication
 
 from ai import generations, ui_stream
 from ai.sdk_serializers import InvalidFrame, UIChatRequestSerializer, conversation_id_for, request_frame
 from ai.sdk_views import start_options
 from ai.views import start_answer
+from chatsvc.authentication import TokenAuthentication
 from conversations import selectors
 
 logger = logging.getLogger("ai.stream")

@@ -11,6 +11,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from chatsvc import rows
 from conversations.models import Conversation, Message
 
 TITLE_MAX_CHARS = 60
@@ -35,7 +36,9 @@ def title_from_message(content: str) -> str:
 
 def conversation_create(*, user, adapter: str, title: str = "", id=None) -> Conversation:
     """A new conversation; `id` picks its UUID (an AI SDK chat's), an existing one raises IntegrityError."""
-    return Conversation.objects.create(user=user, adapter=adapter, title=title, **({"id": id} if id else {}))
+    conversation = Conversation(user=user, adapter=adapter, title=title, **({"id": id} if id else {}))
+    rows.insert(conversation)  # on every new chat's start: `create()` without the ORM's compilation
+    return conversation
 
 
 def conversation_update(*, conversation: Conversation, **fields) -> Conversation:
@@ -130,21 +133,20 @@ def exchange_start(
     if not new_conversation and context_limit > 1:
         earlier = _recent(conversation_id=conversation.pk, limit=context_limit - 1)
     now = timezone.now()
-    question, answer = Message.objects.bulk_create(
-        [
-            Message(
-                conversation=conversation,
-                role=Message.Role.USER,
-                content=content,
-                created_at=now,
-                updated_at=now,
-                position=0,
-                idempotency_key=idempotency_key,
-                idempotency_fingerprint=fingerprint,
-            ),
-            _new_answer(conversation, now, position=1),
-        ]
+    question, answer = (
+        Message(
+            conversation=conversation,
+            role=Message.Role.USER,
+            content=content,
+            created_at=now,
+            updated_at=now,
+            position=0,
+            idempotency_key=idempotency_key,
+            idempotency_fingerprint=fingerprint,
+        ),
+        _new_answer(conversation, now, position=1),
     )
+    rows.insert(question, answer)
     context = [{"role": role, "content": text} for role, text in reversed(earlier)]
     if context_limit > 0:
         context.append({"role": question.role, "content": content})
@@ -250,26 +252,25 @@ def message_finish(
     """Write an answer's final content, status, usage and error, if it is still `streaming`; True when
     this call wrote its end. The end is written once: the owner, a stop and the sweep may race for it."""
     usage = usage or {}
-    return (
-        Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-            content=content,
-            status=status,
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
-            total_tokens=usage.get("total_tokens"),
-            error_code=error_code,
-            error_message=error_message,
-            updated_at=timezone.now(),
-        )
-        == 1
+    written = rows.update(
+        Message,
+        {"id": message_id, "status": Message.Status.STREAMING},
+        content=content,
+        status=status,
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+        total_tokens=usage.get("total_tokens"),
+        error_code=error_code,
+        error_message=error_message,
+        updated_at=timezone.now(),
     )
+    return written == 1
 
 
 def message_heartbeat(*, message_id, content: str) -> None:
     """Renew a streaming answer (and save the text so far), so the sweep knows its stream is alive."""
-    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-        content=content, updated_at=timezone.now()
-    )
+    live = {"id": message_id, "status": Message.Status.STREAMING}
+    rows.update(Message, live, content=content, updated_at=timezone.now())
 
 
 def messages_sweep_stale(*, updated_before: datetime) -> int:

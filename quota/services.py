@@ -24,6 +24,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
+from chatsvc import rows
 from quota import selectors
 from quota.exceptions import QuotaExceeded, UnknownUsers
 from quota.models import Quota, Reservation
@@ -142,7 +143,7 @@ def _insert_if_room(reservation: Reservation, *, used: int, limit: int | None) -
     One statement: the count and the insert. The quota row is locked, so the count is current.
     """
     if limit is None:
-        reservation.save(force_insert=True)
+        rows.insert(reservation)
         return True
     adapt = connection.ops.adapt_datetimefield_value
     with connection.cursor() as cursor:
@@ -194,9 +195,8 @@ def quota_release(*, reservation_id: str) -> None:
 def quota_renew(*, reservation_id: str, now: datetime | None = None) -> None:
     """Keep a running stream's reservation alive for another QUOTA_RESERVATION_TTL (a heartbeat)."""
     now = now or timezone.now()
-    Reservation.objects.filter(pk=reservation_id).update(
-        renewed_at=now, expires_at=now + timedelta(seconds=settings.QUOTA_RESERVATION_TTL)
-    )
+    expires_at = now + timedelta(seconds=settings.QUOTA_RESERVATION_TTL)
+    rows.update(Reservation, {"id": reservation_id}, renewed_at=now, expires_at=expires_at)
 
 
 def quota_status(*, user, now: datetime | None = None) -> QuotaStatus:
@@ -275,9 +275,9 @@ def _locked_quota(*, user_id, now: datetime) -> Quota:
     """The user's quota row, created if missing, locked until the transaction ends (SQLite has no
     row locks: its IMMEDIATE transactions already hold the database's write lock)."""
     lock = f" {connection.ops.for_update_sql()}" if connection.features.has_select_for_update else ""
-    sql = f"SELECT * FROM quota_quota WHERE user_id = %s{lock}"
+    sql = f"SELECT {rows.columns(Quota)} FROM quota_quota WHERE user_id = %s{lock}"
     for _ in range(2):
-        quota = next(iter(Quota.objects.raw(sql, [user_id])), None)
+        quota = rows.fetch(Quota, sql, [user_id])
         if quota is not None:
             return quota
         _create_quotas(user_ids=[user_id], now=now)

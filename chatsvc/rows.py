@@ -1,0 +1,101 @@
+"""Rows written and read in plain SQL, for the statements every answer runs.
+
+The ORM compiles each query anew: on an answer's path (its token, its start, its end) that compilation
+costs more CPU than the round trip to the database (`make bench --profile`). These helpers keep the
+statement's text cached per model and still let the fields prepare their values and convert what the
+database returns, so the same code runs on PostgreSQL and on SQLite (`make run`). The services that
+own the tables call them; nothing else needs to.
+"""
+
+import functools
+
+from django.db import DEFAULT_DB_ALIAS, connections, models
+
+
+def insert(*rows: models.Model) -> None:
+    """INSERT `rows` (of one model, every concrete field given) in one statement, as `bulk_create()`
+    writes them; `auto_now` fields are set as `save()` sets them."""
+    db = _connection()
+    model = type(rows[0])
+    fields = model._meta.concrete_fields
+    values = [field.get_db_prep_save(field.pre_save(row, True), db) for row in rows for field in fields]
+    with db.cursor() as cursor:
+        cursor.execute(_insert_sql(model, len(rows), db.vendor), values)
+    for row in rows:
+        row._state.adding, row._state.db = False, db.alias
+
+
+@functools.cache
+def _insert_sql(model: type[models.Model], count: int, vendor: str) -> str:
+    connection = _connection()
+    fields = model._meta.concrete_fields
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    one = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    return f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({columns}) VALUES " + ", ".join(
+        [one] * count
+    )
+
+
+def update(model: type[models.Model], where: dict, **values) -> int:
+    """UPDATE the rows of `model` whose fields equal `where`'s, setting `values`; how many it changed."""
+    db, fields = _connection(), model._meta
+    params = [fields.get_field(name).get_db_prep_save(value, db) for name, value in values.items()]
+    params += [fields.get_field(name).get_db_prep_value(value, db) for name, value in where.items()]
+    with db.cursor() as cursor:
+        cursor.execute(_update_sql(model, tuple(values), tuple(where), db.vendor), params)
+        return cursor.rowcount
+
+
+@functools.cache
+def _update_sql(model: type[models.Model], names: tuple, where: tuple, vendor: str) -> str:
+    connection = _connection()
+
+    def column(name: str) -> str:
+        return connection.ops.quote_name(model._meta.get_field(name).column)
+
+    return (
+        f"UPDATE {connection.ops.quote_name(model._meta.db_table)} "
+        f"SET {', '.join(f'{column(name)} = %s' for name in names)} "
+        f"WHERE {' AND '.join(f'{column(name)} = %s' for name in where)}"
+    )
+
+
+def fetch(model: type[models.Model], sql: str, params) -> models.Model | None:
+    """The first row of `sql` (which selects `columns(model)`) as a `model`, or None: what `raw()`
+    returns, without its per-query setup."""
+    db = _connection()
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = []
+    for value, (column, converters) in zip(row, _converters(model, db.vendor), strict=True):
+        for convert in converters:
+            value = convert(value, column, db)
+        values.append(value)
+    return model.from_db(db.alias, None, values)
+
+
+def columns(model: type[models.Model], table: str = "") -> str:
+    """The select list of every concrete field of `model`, in `fetch()`'s order (`table.` before each)."""
+    quote = _connection().ops.quote_name
+    prefix = f"{quote(table)}." if table else ""
+    return ", ".join(prefix + quote(field.column) for field in model._meta.concrete_fields)
+
+
+@functools.cache
+def _converters(model: type[models.Model], vendor: str) -> list[tuple]:
+    """Per concrete field: its column expression and the converters the backend and the field apply."""
+    connection, found = _connection(), []
+    for field in model._meta.concrete_fields:
+        column = field.get_col(model._meta.db_table)
+        converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        found.append((column, converters))
+    return found
+
+
+def _connection():
+    """The default database's connection of this thread (`django.db.connection` is a proxy to it, each of
+    its attribute reads a lookup: the fields' preparation reads it a dozen times a row)."""
+    return connections[DEFAULT_DB_ALIAS]
