@@ -65,13 +65,23 @@ def sweep_dead_processes() -> None:
     for filename in glob.glob(os.path.join(METRICS_DIR, "gauge_live*_*.db")):
         pid = int(re.search(r"_(\d+)\.db$", filename)[1])
         if pid != os.getpid() and not _pid_alive(pid):
-            mark_process_dead(pid, METRICS_DIR)
+            forget_process(pid)
+
+
+def forget_process(pid: int) -> None:
+    """`mark_process_dead()`, which another process starting at the same moment may be doing for the
+    same pid: a file it removed first is no error (the others are still removed)."""
+    while True:
+        try:
+            return mark_process_dead(pid, METRICS_DIR)
+        except FileNotFoundError:
+            continue  # gone meanwhile: the next pass lists only what is left
 
 
 # A previous process with this pid may have left gauge files: they are not this process's values.
-mark_process_dead(os.getpid(), METRICS_DIR)
+forget_process(os.getpid())
 sweep_dead_processes()
-atexit.register(mark_process_dead, os.getpid(), METRICS_DIR)
+atexit.register(forget_process, os.getpid())
 
 # --- Answers ---------------------------------------------------------------------------------------
 ANSWERS_IN_PROGRESS = Gauge(

@@ -60,9 +60,9 @@ def _update_sql(model: type[models.Model], names: tuple, where: tuple, vendor: s
     )
 
 
-def fetch(model: type[models.Model], sql: str, params) -> models.Model | None:
-    """The first row of `sql` (which selects `columns(model)`) as a `model`, or None: what `raw()`
-    returns, without its per-query setup."""
+def fetch(model: type[models.Model], sql: str, params, *extra: str) -> models.Model | None:
+    """The first row of `sql` as a `model`, or None: what `raw()` returns, without its per-query setup.
+    `sql` selects `columns(model)`, then one column per name of `extra`, set on the row as attributes."""
     db = _connection()
     with db.cursor() as cursor:
         cursor.execute(sql, params)
@@ -70,11 +70,14 @@ def fetch(model: type[models.Model], sql: str, params) -> models.Model | None:
     if row is None:
         return None
     values = []
-    for value, (column, converters) in zip(row, _converters(model, db.vendor), strict=True):
+    for value, (column, converters) in zip(row, _converters(model, db.vendor), strict=False):
         for convert in converters:
             value = convert(value, column, db)
         values.append(value)
-    return model.from_db(db.alias, None, values)
+    found = model.from_db(db.alias, None, values)
+    for name, value in zip(extra, row[len(values) :], strict=True):
+        setattr(found, name, value)
+    return found
 
 
 def columns(model: type[models.Model], table: str = "") -> str:

@@ -16,6 +16,7 @@ The statements on a stream's path (lock, sweep, reserve, count, release) are pla
 the round trips themselves. Everything else uses the ORM.
 """
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -296,7 +297,7 @@ def _count(*, quota_id, now: datetime, requests: int = 0, tokens: int = 0, settl
 
     One statement, `used = used + n` as `F()` writes it, and `RETURNING` the row; in plain SQL because
     on the stream's path the ORM's `Case`/`When` compilation and the read after it cost more than the
-    round trip (`make bench` profile). `raw()` turns the row into a `Quota` with the right types.
+    round trip (`make bench` profile).
     """
     adapt = connection.ops.adapt_datetimefield_value
     floor = period_floor(settings.QUOTA_PERIOD, now)
@@ -308,17 +309,19 @@ def _count(*, quota_id, now: datetime, requests: int = 0, tokens: int = 0, settl
         "quota": quota_id,
         "settled": settled,
     }
-    return next(iter(Quota.objects.raw(_COUNT_SQL, params)))
+    return rows.fetch(Quota, _count_sql(), params, "reserved_now")
 
 
-_COUNT_SQL = """
+@functools.cache
+def _count_sql() -> str:
+    return f"""
 UPDATE quota_quota SET
     requests_used = CASE WHEN period_start < %(floor)s THEN 0 ELSE requests_used END + %(requests)s,
     tokens_used = CASE WHEN period_start < %(floor)s THEN 0 ELSE tokens_used END + %(tokens)s,
     period_start = CASE WHEN period_start < %(floor)s THEN %(floor)s ELSE period_start END
 WHERE user_id = %(quota)s
-RETURNING *, (
+RETURNING {rows.columns(Quota)}, (
     SELECT count(*) FROM quota_reservation
     WHERE quota_id = %(quota)s AND expires_at > %(now)s AND id <> %(settled)s
-) AS reserved_now
+)
 """

@@ -226,3 +226,28 @@ def test_metrics_enabled_false_counts_nothing(asgi_server_factory, settings, tmp
     assert frames[-1].type == "done"
     assert samples_of(samples, "chatsvc_answers_total") == {}
     assert samples_of(samples, "chatsvc_http_errors_total") == {}
+
+
+def test_a_process_forgets_a_dead_ones_gauges_while_another_removes_them_too(tmp_path, monkeypatch):
+    """Two processes starting at once both sweep the gauge files a dead process left: a file the other
+    removed between the listing and the removal is no error (it crashed the start before)."""
+    from prometheus_client import multiprocess
+
+    from chatsvc import metrics
+
+    monkeypatch.setattr(metrics, "METRICS_DIR", str(tmp_path))
+    left = tmp_path / "gauge_livesum_999999.db"
+    left.write_bytes(b"")
+    listed = multiprocess.glob.glob
+    vanished = [str(tmp_path / "gauge_liveall_999999.db")]  # listed, then removed by the other process
+
+    def glob_with_a_file_the_other_removed(pattern):
+        found = listed(pattern)
+        if vanished and "liveall" in pattern:
+            found.append(vanished.pop())
+        return found
+
+    monkeypatch.setattr(multiprocess.glob, "glob", glob_with_a_file_the_other_removed)
+    metrics.forget_process(999999)
+    assert not vanished  # the vanished file was listed
+    assert not left.exists()
