@@ -116,10 +116,6 @@ def quota_reserve(*, user, now: datetime | None = None) -> Reservation:
         status = QuotaStatus.of(quota, reserved=0, now=now)
         if status.period_start != quota.period_start:
             _count(quota_id=quota.pk, now=now)  # the period ended: start the new one
-        _execute(
-            "DELETE FROM quota_reservation WHERE quota_id = %s AND expires_at <= %s",
-            [quota.pk, connection.ops.adapt_datetimefield_value(now)],
-        )
         reservation = Reservation(
             id=Reservation.make_id(quota.pk),
             quota_id=quota.pk,
@@ -129,43 +125,47 @@ def quota_reserve(*, user, now: datetime | None = None) -> Reservation:
         )
         if status.tokens_remaining == 0:
             refusal = QuotaExceeded(resource="tokens", resets_at=status.resets_at, now=now)
-        elif _insert_if_room(reservation, used=status.requests_used, limit=status.request_limit):
+        elif _sweep_and_insert_if_room(reservation, used=status.requests_used, limit=status.request_limit):
             return reservation
         else:
             refusal = QuotaExceeded(resource="requests", resets_at=status.resets_at, now=now)
-    # Raised after the block: on its own, the rollover and the sweep above are kept (inside a
-    # caller's transaction they go with it, and are redone by the next reservation).
+    # Raised after the block: on its own, the rollover above is kept (inside a caller's transaction it
+    # goes with it, and is redone by the next reservation).
     raise refusal
 
 
-def _insert_if_room(reservation: Reservation, *, used: int, limit: int | None) -> bool:
-    """Insert `reservation` if `used` plus the live reservations leave room under `limit`.
+def _sweep_and_insert_if_room(reservation: Reservation, *, used: int, limit: int | None) -> bool:
+    """Delete the quota's expired reservations, then insert `reservation` if `used` plus the live ones
+    leave room under `limit` (None: no limit). The quota row is locked, so the count is current.
 
-    One statement: the count and the insert. The quota row is locked, so the count is current.
+    On PostgreSQL one statement, the sweep a CTE: the count reads the snapshot from before it, and
+    counts live reservations only; elsewhere (SQLite) the sweep is a statement of its own.
     """
-    if limit is None:
-        rows.insert(reservation)
-        return True
     adapt = connection.ops.adapt_datetimefield_value
+    now = adapt(reservation.created_at)
+    sweep = "DELETE FROM quota_reservation WHERE quota_id = %s AND expires_at <= %s"
+    sweep_params = [reservation.quota_id, now]
+    insert = (
+        "INSERT INTO quota_reservation (id, quota_id, created_at, renewed_at, expires_at) "
+        "SELECT %s, %s, %s, %s, %s"
+    )
+    params = [
+        reservation.id,
+        reservation.quota_id,
+        now,
+        adapt(reservation.renewed_at),
+        adapt(reservation.expires_at),
+    ]
+    if limit is not None:
+        live = "SELECT count(*) FROM quota_reservation WHERE quota_id = %s AND expires_at > %s"
+        insert += f" WHERE %s + ({live}) < %s"
+        params += [used, reservation.quota_id, now, limit]  # in the order of the placeholders
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO quota_reservation (id, quota_id, created_at, renewed_at, expires_at)
-            SELECT %s, %s, %s, %s, %s
-            WHERE %s + (SELECT count(*) FROM quota_reservation WHERE quota_id = %s AND expires_at > %s) < %s
-            """,
-            [
-                reservation.id,
-                reservation.quota_id,
-                adapt(reservation.created_at),
-                adapt(reservation.renewed_at),
-                adapt(reservation.expires_at),
-                used,
-                reservation.quota_id,
-                adapt(reservation.created_at),
-                limit,
-            ],
-        )
+        if connection.vendor == "postgresql":
+            cursor.execute(f"WITH swept AS ({sweep}) {insert}", sweep_params + params)
+        else:
+            cursor.execute(sweep, sweep_params)
+            cursor.execute(insert, params)
         return cursor.rowcount == 1
 
 
@@ -184,7 +184,6 @@ def quota_commit(*, reservation_id: str, tokens: int, now: datetime | None = Non
         # The quota row first, as `quota_reserve` locks it before it deletes expired reservations:
         # the other order deadlocks with a start of the same user once this reservation expired.
         quota = _count(quota_id=quota_id, now=now, requests=1, tokens=tokens, settled=reservation_id)
-        quota_release(reservation_id=reservation_id)
     return QuotaStatus.of(quota, reserved=quota.reserved_now, now=now)
 
 
@@ -292,12 +291,13 @@ def _execute(sql: str, params) -> None:
 
 def _count(*, quota_id, now: datetime, requests: int = 0, tokens: int = 0, settled: str = "") -> Quota:
     """Add to a quota's counters, in the period current at `now`: when the quota's period ended
-    before it, the counters restart from zero and the period from its boundary. Returns the quota as
-    written, with `reserved_now`, its live reservations but `settled` (the one being committed).
+    before it, the counters restart from zero and the period from its boundary. `settled`, the
+    reservation being committed, is deleted after the quota row is written (the order `quota_reserve`
+    locks them in). Returns the quota as written, with `reserved_now`, its live reservations but that one.
 
-    One statement, `used = used + n` as `F()` writes it, and `RETURNING` the row; in plain SQL because
-    on the stream's path the ORM's `Case`/`When` compilation and the read after it cost more than the
-    round trip (`make bench` profile).
+    One statement on PostgreSQL (two elsewhere), `used = used + n` as `F()` writes it, `RETURNING` the
+    row; in plain SQL because on the stream's path the ORM's `Case`/`When` compilation and the read
+    after it cost more than the round trip (`make bench` profile).
     """
     adapt = connection.ops.adapt_datetimefield_value
     floor = period_floor(settings.QUOTA_PERIOD, now)
@@ -309,19 +309,30 @@ def _count(*, quota_id, now: datetime, requests: int = 0, tokens: int = 0, settl
         "quota": quota_id,
         "settled": settled,
     }
-    return rows.fetch(Quota, _count_sql(), params, "reserved_now")
+    in_one = bool(settled) and connection.vendor == "postgresql"
+    quota = rows.fetch(Quota, _count_sql(settles=in_one), params, "reserved_now")
+    if settled and not in_one:
+        quota_release(reservation_id=settled)
+    return quota
 
 
 @functools.cache
-def _count_sql() -> str:
-    return f"""
+def _count_sql(*, settles: bool) -> str:
+    update = f"""
 UPDATE quota_quota SET
     requests_used = CASE WHEN period_start < %(floor)s THEN 0 ELSE requests_used END + %(requests)s,
     tokens_used = CASE WHEN period_start < %(floor)s THEN 0 ELSE tokens_used END + %(tokens)s,
     period_start = CASE WHEN period_start < %(floor)s THEN %(floor)s ELSE period_start END
 WHERE user_id = %(quota)s
-RETURNING {rows.columns(Quota)}, (
+RETURNING {rows.columns(Quota)}"""
+    reserved = """(
     SELECT count(*) FROM quota_reservation
     WHERE quota_id = %(quota)s AND expires_at > %(now)s AND id <> %(settled)s
-)
-"""
+)"""
+    if not settles:
+        return f"{update}, {reserved}"
+    # The delete reads `counted`: it runs once the quota row is written and locked.
+    return f"""
+WITH counted AS ({update}),
+settled AS (DELETE FROM quota_reservation WHERE id = %(settled)s AND EXISTS (SELECT FROM counted))
+SELECT counted.*, {reserved} FROM counted"""
