@@ -5,6 +5,7 @@ from django.middleware.csrf import get_token
 from django.test import RequestFactory
 from rest_framework.test import APIClient
 
+from chatsvc.authentication import TokenAuthentication
 from conversations.models import Conversation
 from conversations.tests.factories import ConversationFactory
 
@@ -62,6 +63,28 @@ def test_an_unknown_token_key_is_authentication_failed():
 
     assert response.status_code == 401
     assert response.json() == {"detail": "Invalid token.", "code": "authentication_failed"}
+
+
+def test_the_token_of_a_deactivated_user_is_refused(api, user, conversation):
+    user.is_active = False
+    user.save()
+
+    response = api.get(LIST_URL)
+
+    assert response.status_code == 401
+    assert response.json() == {"detail": "User inactive or deleted.", "code": "authentication_failed"}
+
+
+def test_a_token_authenticates_its_user_with_every_field_read(user, token):
+    found, key = TokenAuthentication().authenticate_credentials(token.key)
+
+    assert (found.pk, found.username, found.date_joined, found.is_active) == (
+        user.pk,
+        user.username,
+        user.date_joined,
+        True,
+    )
+    assert key == token.key
 
 
 def test_a_valid_token_reads_the_callers_conversations(api, conversation):
