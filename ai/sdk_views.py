@@ -6,14 +6,13 @@ from contextlib import aclosing
 
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 
 from ai import generations, ui_stream
 from ai.sdk_serializers import UIChatRequestSerializer, UIChatSerializer, conversation_id_for
-from ai.views import START_ERRORS, StreamView, start_answer, stop
-from chatsvc.api import JSONBodyMixin
+from ai.views import START_ERRORS, StartView, StreamView, start_answer, stop
 from conversations import selectors
 from conversations.models import Conversation
 from conversations.services import live_streams
@@ -42,8 +41,8 @@ async def ui_frames(answer_id, *, first_reader: bool = False):
     yield ui_stream.DONE
 
 
-class UIChatView(JSONBodyMixin, StreamView):
-    @extend_schema(
+@extend_schema_view(
+    post=extend_schema(
         request=UIChatRequestSerializer,
         responses={
             (200, "text/event-stream"): UI_STREAM_RESPONSE,
@@ -53,13 +52,14 @@ class UIChatView(JSONBodyMixin, StreamView):
         },
         summary="AI SDK chat: send the chat's new message (or regenerate) and stream the answer",
         operation_id="ai_sdk_chat_send",
-    )
-    def post(self, request):
-        serializer = UIChatRequestSerializer(data=request.data, context={"user": request.user})
+    ),
+)
+class UIChatView(StartView):
+    @staticmethod
+    def start(user, data, request):
+        serializer = UIChatRequestSerializer(data=data, context={"user": user})
         serializer.is_valid(raise_exception=True)
-        started = start_answer(
-            user=request.user, create_missing=True, **start_options(serializer.validated_data)
-        )
+        started = start_answer(user=user, create_missing=True, **start_options(serializer.validated_data))
         response = ui_response(ui_frames(started.answer_id, first_reader=True))
         response.started = started  # its owner is spawned on the event loop by `admitted`
         return response

@@ -4,6 +4,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, pagination, serializers, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from chatsvc import metrics
@@ -47,6 +48,23 @@ def exception_handler(exc, context):
     return response
 
 
+def error_response(exc, *, authenticate_header: str):
+    """`exc` answered as a DRF view answers it, for a view that does without DRF's dispatch: the API's
+    error shape, `WWW-Authenticate: <authenticate_header>` on a 401, `Retry-After` where it applies.
+    None when `exc` is no API error (the caller re-raises it: Django answers 500)."""
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        exc.auth_header = authenticate_header
+    response = exception_handler(exc, {})
+    if response is not None:
+        response.accepted_renderer, response.accepted_media_type = JSONRenderer(), "application/json"
+        response.renderer_context = {}
+        response.render()
+    return response
+
+
+EMPTY_BODY = "The request body is empty; send a JSON object."
+
+
 class JSONBodyMixin:
     """For an API view whose unsafe methods take a JSON object: the body's checks, done before any other.
 
@@ -63,7 +81,7 @@ class JSONBodyMixin:
             if request.negotiator.select_parser(request, request.parsers) is None:
                 raise exceptions.UnsupportedMediaType(request.content_type)
             if request.stream is None:
-                raise exceptions.ValidationError("The request body is empty; send a JSON object.")
+                raise exceptions.ValidationError(EMPTY_BODY)
 
 
 class JSONStringField(serializers.CharField):
