@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from ai import generations, ui_stream
 from ai.sdk_serializers import UIChatRequestSerializer, UIChatSerializer, conversation_id_for
-from ai.views import START_ERRORS, StartView, StreamView, start_answer, stop
+from ai.views import START_ERRORS, FastView, StartView, StreamView, start_answer, stop
 from conversations import selectors
 from conversations.models import Conversation
 from conversations.services import live_streams
@@ -83,7 +83,7 @@ def _conversation_or_404(request, chat_id) -> Conversation:
         raise exceptions.NotFound() from None
 
 
-class UIChatStreamView(StreamView):
+class UIChatStreamView(FastView):
     @extend_schema(
         responses={
             (200, "text/event-stream"): UI_STREAM_RESPONSE,
@@ -93,6 +93,10 @@ class UIChatStreamView(StreamView):
         operation_id="ai_sdk_chat_reconnect",
     )
     def get(self, request, chat_id):
+        return self.served(request, chat_id)
+
+    @staticmethod
+    def served(request, chat_id):
         answer = selectors.running_answer(
             user=request.user, conversation_id=conversation_id_for(user=request.user, chat_id=chat_id)
         )

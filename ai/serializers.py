@@ -91,7 +91,7 @@ def idempotency_key(request) -> str | None:
 
 def last_event_id(request) -> int:
     """The `Last-Event-ID` header, or `?last_event_id=` (0 without either), or a 400."""
-    raw = request.META.get("HTTP_LAST_EVENT_ID", request.query_params.get("last_event_id", "0"))
+    raw = request.META.get("HTTP_LAST_EVENT_ID", request.GET.get("last_event_id", "0"))
     if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
         raise serializers.ValidationError({"last_event_id": ["A Last-Event-ID is a whole number ≥ 0."]})
     return int(raw)

@@ -7,14 +7,14 @@ from ai.views import AnswerStopView, AnswerStreamView, ChatStreamView, admitted,
 urlpatterns = [
     # Starts wait for a database connection in the event loop (ai.views.admitted).
     path("chat/stream", admitted(ChatStreamView), name="chat-stream"),
-    path("chat/stream/<uuid:message_id>", reading(AnswerStreamView.as_view()), name="answer-stream"),
+    path("chat/stream/<uuid:message_id>", reading(AnswerStreamView), name="answer-stream"),
     path("chat/stream/<uuid:message_id>/stop", AnswerStopView.as_view(), name="answer-stop"),
     # The AI SDK's chat (DefaultChatTransport, useChat): ai/sdk_views.py.
     path("chat", admitted(UIChatView), name="ui-chat"),
     re_path(rf"^chat/(?P<chat_id>{CHAT_ID_PATTERN})$", UIChatMessagesView.as_view(), name="ui-chat-messages"),
     re_path(
         rf"^chat/(?P<chat_id>{CHAT_ID_PATTERN})/stream$",
-        reading(UIChatStreamView.as_view()),
+        reading(UIChatStreamView),
         name="ui-chat-stream",
     ),
     re_path(rf"^chat/(?P<chat_id>{CHAT_ID_PATTERN})/stop$", UIChatStopView.as_view(), name="ui-chat-stop"),

@@ -130,31 +130,24 @@ def admitted(view_class: type["StartView"]):
     return admitted_view
 
 
-def token_fast_path(view_class: type["StartView"]):
-    """The view of `view_class`, its common request served without DRF's dispatch: a POST of JSON
+def token_fast_path(view_class: type["FastView"]):
+    """The view of `view_class`, its common request served without DRF's dispatch: one it `takes()`
     with `Authorization: Token`. DRF's request, negotiation, parsers and handler cost 0.9 of an
-    answer's 5.5 CPU ms (`make bench`); here the token and the body are read, and errors answered, as
-    DRF does (`chatsvc.api.error_response`), and `view_class.start()` does the work either way. Any
-    other request (a session's, another method or content type) goes through DRF."""
+    answer's 5.5 CPU ms (`make bench`); here the token is read, and errors answered, as DRF does
+    (`chatsvc.api.error_response`), and `view_class.served()` does the work either way. Any other
+    request (a session's, another method or content type) goes through DRF."""
     through_drf = view_class.as_view()
     authentication = TokenAuthentication()
     token = f"{authentication.keyword} "
 
     @csrf_exempt  # as DRF's views are: a token carries no CSRF token (DRF checks a session's)
     @functools.wraps(through_drf)
-    def view(request):
-        authorization = request.META.get("HTTP_AUTHORIZATION", "")
-        if (
-            request.method != "POST"
-            or request.content_type != "application/json"
-            or not authorization.startswith(token)
-        ):
-            return through_drf(request)
+    def view(request, *args, **kwargs):
+        if not view_class.takes(request) or not request.META.get("HTTP_AUTHORIZATION", "").startswith(token):
+            return through_drf(request, *args, **kwargs)
         try:
             request.user, _ = authentication.authenticate(request)  # as DRF sets it
-            if not request.body:
-                raise exceptions.ValidationError(EMPTY_BODY)
-            return view_class.start(request.user, JSONParser().parse(io.BytesIO(request.body)), request)
+            return view_class.served(request, *args, **kwargs)
         except Exception as error:
             response = error_response(error, authenticate_header=authentication.keyword)
             if response is None:
@@ -164,11 +157,12 @@ def token_fast_path(view_class: type["StartView"]):
     return view
 
 
-def reading(view):
-    """`view` (a sync DRF view that checks a read of an answer) as an async view: its checks run in the
-    loop's shared threads (not a thread per request: thousands of readers reattach at once after a
-    deploy), then a `Reading` it returns opens the answer's events on the event loop — no thread waits
-    for the owner's reply."""
+def reading(view_class: type["FastView"]):
+    """The view of `view_class` (one that checks a read of an answer) as an async view: its checks run
+    in the loop's shared threads (not a thread per request: thousands of readers reattach at once
+    after a deploy), served by `token_fast_path`; then a `Reading` it returns opens the answer's events
+    on the event loop — no thread waits for the owner's reply."""
+    view = token_fast_path(view_class)
     run = _closing_connection(view)
 
     @functools.wraps(view)
@@ -221,9 +215,35 @@ STREAM_RESPONSE = OpenApiResponse(
 )
 
 
-class StartView(JSONBodyMixin, StreamView):
-    """A view that starts an answer from a JSON body (served by `admitted`): `start()` is its work,
-    whether DRF dispatched the request or `token_fast_path` did."""
+class FastView(StreamView):
+    """A view of one method whose requests with a token `token_fast_path` serves without DRF's
+    dispatch: `served()` answers them, whichever dispatched them (its `request.user` is set)."""
+
+    method = "GET"
+
+    @classmethod
+    def takes(cls, request) -> bool:
+        return request.method == cls.method
+
+    @staticmethod
+    def served(request, **kwargs) -> HttpResponse:
+        raise NotImplementedError
+
+
+class StartView(JSONBodyMixin, FastView):
+    """A view that starts an answer from a JSON body (served by `admitted`): `start()` is its work."""
+
+    method = "POST"
+
+    @classmethod
+    def takes(cls, request) -> bool:
+        return request.method == cls.method and request.content_type == "application/json"
+
+    @classmethod
+    def served(cls, request) -> HttpResponse:
+        if not request.body:
+            raise exceptions.ValidationError(EMPTY_BODY)
+        return cls.start(request.user, JSONParser().parse(io.BytesIO(request.body)), request)
 
     @staticmethod
     def start(user, data, request) -> HttpResponse:
@@ -283,8 +303,8 @@ def _answer_or_404(request, message_id) -> Message:
         raise exceptions.NotFound() from None
 
 
-class AnswerStreamView(StreamView):
-    @extend_schema(
+@extend_schema_view(
+    get=extend_schema(
         parameters=[
             OpenApiParameter(
                 "Last-Event-ID", int, OpenApiParameter.HEADER, description="Events after this id."
@@ -299,8 +319,14 @@ class AnswerStreamView(StreamView):
             404: OpenApiResponse(description="No such assistant message of the caller's."),
         },
         summary="Read an answer again: its events after Last-Event-ID, then the live ones",
-    )
+    ),
+)
+class AnswerStreamView(FastView):
     def get(self, request, message_id):
+        return self.served(request, message_id)
+
+    @staticmethod
+    def served(request, message_id):
         after = last_event_id(request)
         answer = _answer_or_404(request, message_id)
         return Reading(answer.pk, after=after, anywhere=_may_be_kept(answer))  # opened by `reading`
