@@ -33,8 +33,9 @@ class TokenAuthentication(authentication.TokenAuthentication):
 
 @functools.cache
 def _user_of_token() -> str:
-    users, tokens = get_user_model()._meta.db_table, Token._meta.db_table
+    user_model = get_user_model()
+    users, tokens = user_model._meta.db_table, Token._meta.db_table
     return (
-        f"SELECT {rows.columns(get_user_model(), users)} FROM {users} "
-        f"JOIN {tokens} ON {tokens}.user_id = {users}.id WHERE {tokens}.key = %s"
+        f"SELECT {rows.columns(user_model, users)} FROM {users} "
+        f"JOIN {tokens} ON {tokens}.user_id = {users}.{user_model._meta.pk.column} WHERE {tokens}.key = %s"
     )
