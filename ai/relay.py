@@ -79,7 +79,7 @@ class _Relay:
         self._tasks: set[asyncio.Task] = set()  # answers to pulls and stops; followers
         self.mirrors: dict[uuid.UUID, Mirror] = {}
         self.followers: dict[str, _Follower] = {}  # by owner channel
-        self._follows: dict[str, asyncio.Task] = {}  # the pending follow of each follower, by its channel
+        self._follows: dict[str, _Pull] = {}  # the pending follow of each follower, by its channel
 
     async def ready(self) -> str:
         """This process's channel name, listening (started at first use)."""
@@ -148,36 +148,45 @@ class _Relay:
         self.spawn(self.send(message["reply_to"], reply))
 
     def on_answers_follow(self, message: dict) -> None:
-        # A process follows this one with one request at a time: a new one replaces its last (asked
-        # again with one more answer), whose reply would only be dropped there.
+        # A process follows this one with one request at a time; a new one replaces a last one left
+        # unanswered (that process gave up waiting for it).
         follower = message["reply_to"]
         superseded = self._follows.get(follower)
         if superseded is not None:
-            superseded.cancel()
-        task = self._follows[follower] = self.spawn(self._answer_follow(message))
+            superseded.task.cancel()
+        pull = self._follows[follower] = _Pull(message)
+        pull.task = self.spawn(self._answer_follow(pull))
 
-        def forget(done: asyncio.Task) -> None:
-            if self._follows.get(follower) is done:
+        def forget(_) -> None:
+            if self._follows.get(follower) is pull:
                 del self._follows[follower]
 
-        task.add_done_callback(forget)
+        pull.task.add_done_callback(forget)
 
-    async def _answer_follow(self, message: dict) -> None:
+    def on_answers_add(self, message: dict) -> None:
+        """Answers a follower began to read while its follow is pending here: they join it (a follow
+        already answered has nothing to join: the follower's next one asks about them)."""
+        pull = self._follows.get(message["follower"])
+        if pull is not None:
+            pull.add(message["after"])
+
+    async def _answer_follow(self, pull: "_Pull") -> None:
         """The news of the answers a follower asks about (`after`: id → its last event), once there is
         some, or after `wait` seconds; answers no longer kept here are said `gone`."""
         from ai.generations import local, news
 
-        deadline = time.monotonic() + message["wait"]
+        deadline = time.monotonic() + pull.message["wait"]
         while True:
-            found, gone = _news_of(message["after"], local)
+            found, gone = _news_of(pull.after, local)
             remaining = deadline - time.monotonic()
             if found or gone or remaining <= 0:
                 break
-            await asyncio.wait({news()}, timeout=remaining)
+            await asyncio.wait({news(), pull.added()}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         if found:
             await asyncio.sleep(BATCH_WINDOW)  # more news is often on its way: send it together
-            found, gone = _news_of(message["after"], local)
-        await self.send(message["reply_to"], _reply(message, events=found, gone=gone))
+            found, gone = _news_of(pull.after, local)
+        events = {key: [[event.id, event.data] for event in news] for key, news in found.items()}
+        await self.send(pull.message["reply_to"], _reply(pull.message, events=events, gone=gone))
 
     def on_answer_stop(self, message: dict) -> None:
         self.spawn(self._answer_stop(message))
@@ -196,15 +205,26 @@ class _Relay:
         if waiter is not None and not waiter.done():
             waiter.set_result(message)
 
-    async def ask(self, message: dict, *, to: str, group: bool = False, patience: float) -> dict | None:
+    async def ask(
+        self,
+        message: dict,
+        *,
+        to: str,
+        group: bool = False,
+        patience: float,
+        sent: asyncio.Event | None = None,
+    ) -> dict | None:
         """Send `message` to a process (its channel `to`, or every member of the group `to`) and wait
-        for the reply; None when none came within `patience` seconds (or the layer failed)."""
+        for the reply; None when none came within `patience` seconds (or the layer failed). `sent` is
+        set once the message is with the layer."""
         request_id = uuid.uuid4().hex
         waiter = asyncio.get_running_loop().create_future()
         self._replies[request_id] = waiter
         try:
             message = {**message, "request_id": request_id, "reply_to": await self.ready()}
             await self.call("group_send" if group else "send", to, message)
+            if sent is not None:
+                sent.set()
             return await asyncio.wait_for(waiter, patience)
         except (TimeoutError, OSError, ConnectionError):
             return None
@@ -246,6 +266,26 @@ class _Relay:
         self.followers.clear()
 
 
+class _Pull:
+    """A follower's pending `answers.follow` here, at the owner: the answers it asks about."""
+
+    def __init__(self, message: dict) -> None:
+        self.message = message
+        self.after: dict[str, int] = dict(message["after"])
+        self.task: asyncio.Task | None = None
+        self._added: asyncio.Future | None = None
+
+    def added(self) -> asyncio.Future:
+        """A future resolved when answers join the follow."""
+        self._added = asyncio.get_running_loop().create_future()
+        return self._added
+
+    def add(self, after: dict) -> None:
+        self.after.update(after)
+        if self._added is not None and not self._added.done():
+            self._added.set_result(None)
+
+
 class _Follower:
     """The answers this process follows on one owner process: one pull at a time for all of them."""
 
@@ -258,26 +298,17 @@ class _Follower:
     def add(self, mirror: Mirror) -> None:
         self.mirrors[str(mirror.answer_id)] = mirror
         if not self._added.done():
-            self._added.set_result(None)  # ask again now, with it
+            self._added.set_result(None)  # the pending pull takes it
 
     async def _run(self) -> None:
         wait = min(settings.AI_STREAM_KEEPALIVE, settings.AI_STREAM_OWNER_TIMEOUT / 2)
         try:
             while True:
                 self._drop_unread()
-                after = {key: len(m.events) for key, m in self.mirrors.items() if not m.ended.is_set()}
+                after = self._unended(asked=())
                 if not after:
                     return
-                self._added = asyncio.get_running_loop().create_future()
-                message = {"type": "answers.follow", "after": after, "wait": wait}
-                pull = asyncio.ensure_future(
-                    _relay.ask(message, to=self.owner, patience=wait + settings.AI_STREAM_OWNER_TIMEOUT)
-                )
-                await asyncio.wait({pull, self._added}, return_when=asyncio.FIRST_COMPLETED)
-                if not pull.done():
-                    pull.cancel()  # an answer was added: ask again, with it (the reply is dropped)
-                    continue
-                reply = pull.result()
+                reply = await self._pull(after, wait)
                 if reply is None:
                     for mirror in self.mirrors.values():
                         mirror.interrupt()
@@ -292,6 +323,38 @@ class _Follower:
             for mirror in self.mirrors.values():
                 mirror.interrupt()  # no more news will come for them
                 _relay.forget(mirror)
+
+    def _unended(self, *, asked) -> dict[str, int]:
+        """The answers followed here that have not ended and are not in `asked`: id → its last event."""
+        return {
+            key: len(mirror.events)
+            for key, mirror in self.mirrors.items()
+            if key not in asked and not mirror.ended.is_set()
+        }
+
+    async def _pull(self, after: dict, wait: float) -> dict | None:
+        """The owner's reply to one `answers.follow` of `after` (None: no reply in time). The answers
+        added while it is pending join it there (`answers.add`, sent once the pull is: the owner has
+        the pull first), so one is never asked about twice: the owner never sends the same news twice."""
+        asked, sent = set(after), asyncio.Event()
+        self._added = asyncio.get_running_loop().create_future()
+        message = {"type": "answers.follow", "after": after, "wait": wait}
+        patience = wait + settings.AI_STREAM_OWNER_TIMEOUT
+        pull = asyncio.ensure_future(_relay.ask(message, to=self.owner, patience=patience, sent=sent))
+        sending = asyncio.ensure_future(sent.wait())
+        try:
+            await asyncio.wait({pull, sending}, return_when=asyncio.FIRST_COMPLETED)
+            while not pull.done():
+                await asyncio.wait({pull, self._added}, return_when=asyncio.FIRST_COMPLETED)
+                self._added = asyncio.get_running_loop().create_future()
+                added = self._unended(asked=asked)
+                if added and not pull.done():
+                    asked.update(added)
+                    add = {"type": "answers.add", "follower": _relay.channel, "after": added}
+                    await _relay.send(self.owner, add)
+            return pull.result()
+        finally:
+            sending.cancel()
 
     def _drop_unread(self) -> None:
         """Stop following what nobody here reads any more."""
@@ -313,7 +376,7 @@ def _news_of(after: dict, local) -> tuple[dict, list]:
         if generation is None:
             gone.append(key)
         elif len(generation.events) > last:
-            found[key] = [[event.id, event.data] for event in generation.events[last:]]
+            found[key] = generation.events[last:]
     return found, gone
 
 

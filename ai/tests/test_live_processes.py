@@ -93,6 +93,40 @@ def test_answers_started_at_once_are_each_read_on_another_process_the_moment_the
     assert not Reservation.objects.exists()
 
 
+def test_an_answer_read_while_another_from_the_same_owner_is_quiet_gets_its_news_at_once(
+    asgi_server_factory, token
+):
+    """B follows A's answers with one pull at a time; an answer B begins to read while that pull waits
+    on a quiet answer joins it at A (`answers.add`) instead of waiting for the pull's end: the quiet
+    answer's next chunk (8 s on) or half the owner timeout (15 s)."""
+    settings = {"REDIS_URL": REDIS_URL, "AI_STREAM_OWNER_TIMEOUT": "30"}
+    a, b = (asgi_server_factory(**settings, SERVER_NAME=name) for name in "AB")
+    quiet_body = {"message": "[mock:chunks=2][mock:delay_ms=8000]"}
+    busy_body = {"message": "[mock:chunks=5][mock:delay_ms=100]"}
+    with httpx.Client(timeout=60) as client, stream(client, a.url, token.key, quiet_body) as quiet:
+        quiet_frames = iter_frames(quiet)
+        quiet_id = next(quiet_frames).data["message_id"]
+        other, quiet_on_b = read_again(b, token, quiet_id, after=0)
+        with other, quiet_on_b as followed:
+            followed_frames = iter_frames(followed)
+            assert [next(followed_frames).type for _ in range(2)] == ["start", "chunk"]  # B's pull waits
+            quiet_news = []  # (type, when A's reader got it), read meanwhile
+            local = threading.Thread(
+                target=lambda: quiet_news.extend((f.type, time.monotonic()) for f in quiet_frames if f.data)
+            )
+            local.start()
+            with stream(client, a.url, token.key, busy_body) as busy:
+                busy_id = next(iter_frames(busy)).data["message_id"]
+                reader, busy_on_b = read_again(b, token, busy_id, after=0)
+                with reader, busy_on_b as again:
+                    seen_on_b = [f.type for f in iter_frames(again) if f.data]
+                busy_read_on_b = time.monotonic()
+            local.join(timeout=30)
+    assert seen_on_b == ["start", *["chunk"] * 5, "done"]
+    assert [kind for kind, _ in quiet_news] == ["chunk", "chunk", "done"]
+    assert busy_read_on_b < quiet_news[1][1]  # read on B before the quiet answer had anything new
+
+
 def test_the_relay_keeps_listening_through_quiet_periods_longer_than_the_layers_blocking_pop(pair, token):
     """channels' receive blocks 5 s in Redis: a socket timeout of 5 s (redis-py 8's default) cuts it
     off each quiet period, and the message it popped with it. Neither process may fail to listen."""
