@@ -4,7 +4,7 @@ process's copy of it (`ai.relay`). Readers only wait for news: they never hold t
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
@@ -13,10 +13,12 @@ from chatsvc import metrics
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event of an answer: `id` as the contract's SSE numbers it (1, 2, 3 …), `data` its JSON object."""
+    """One event of an answer: `id` as the contract's SSE numbers it (1, 2, 3 …), `data` its JSON object;
+    `frame`, its SSE frame, is encoded once for all of the answer's readers (`ai.sse.encode`)."""
 
     id: int
     data: dict
+    frame: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def ends(self) -> bool:

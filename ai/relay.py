@@ -5,7 +5,8 @@ answer's group (`ai.answer.<message_id>`). A process whose clients read an answe
 copy of its log (a `Mirror`), shared by all its readers of that answer: it asks the group once for the
 events so far, then follows the owner. Following is pulled in batches — one request per owner process
 for every answer followed there, answered once some of them have news (after a short window that
-gathers more), or after a quiet while — so a slow reader never overflows a channel, thousands of
+gathers more), or after a quiet while; an answer begun meanwhile joins the pending pull at the owner
+(`answers.add`), so no news is ever sent twice — a slow reader never overflows a channel, thousands of
 readers cost a few round trips a second, and an owner that does not answer within
 `AI_STREAM_OWNER_TIMEOUT` is noticed: its answers' readers end with `error` `interrupted`. A stop is one
 message to the answer's group, answered once the end is committed.

@@ -10,10 +10,13 @@ KEEPALIVE = b": keep-alive\n\n"
 
 
 def encode(event) -> bytes:
-    """One event as an SSE frame. JSON escapes every control character, so `\\r`, `\\n` and `\\0`
-    never appear inside the `data:` field and one event is always exactly one `data:` line."""
-    payload = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
-    return f"id: {event.id}\ndata: {payload}\n\n".encode()
+    """One event as an SSE frame, encoded at its first reader and kept on the event for the others.
+    JSON escapes every control character, so `\\r`, `\\n` and `\\0` never appear inside the
+    `data:` field and one event is always exactly one `data:` line."""
+    if event.frame is None:
+        payload = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
+        object.__setattr__(event, "frame", f"id: {event.id}\ndata: {payload}\n\n".encode())  # frozen
+    return event.frame
 
 
 async def frames(events: AsyncIterator) -> AsyncIterator[bytes]:
