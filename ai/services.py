@@ -162,8 +162,8 @@ def _claim_conversation(user, message, conversation_id, adapter, create_missing)
         "adapter": adapter or settings.AI_DEFAULT_ADAPTER,
         "title": conversation_services.title_from_message(message),
     }
-    if conversation_id is None:
-        return conversation_services.conversation_create(**new), True
+    if conversation_id is None:  # stored with its first exchange
+        return conversation_services.conversation_draft(**new), True
     try:
         with transaction.atomic():
             return conversation_services.conversation_create(**new, id=conversation_id), True

@@ -8,19 +8,30 @@ own the tables call them; nothing else needs to.
 """
 
 import functools
+import itertools
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
 
 
 def insert(*rows: models.Model) -> None:
-    """INSERT `rows` (of one model, every concrete field given) in one statement, as `bulk_create()`
-    writes them; `auto_now` fields are set as `save()` sets them."""
+    """INSERT `rows` (every concrete field given), as `bulk_create()` writes them; `auto_now` fields are
+    set as `save()` sets them. Rows of one model are one statement; rows of several (each model's in a
+    run, parents first) are one statement too on PostgreSQL — the first INSERTs as CTEs of the last, the
+    foreign keys checked at its end — and one per model elsewhere."""
     db = _connection()
-    model = type(rows[0])
-    fields = model._meta.concrete_fields
-    values = [field.get_db_prep_save(field.pre_save(row, True), db) for row in rows for field in fields]
+    statements = []
+    for model, run in itertools.groupby(rows, key=type):
+        run = list(run)
+        fields = model._meta.concrete_fields
+        values = [field.get_db_prep_save(field.pre_save(row, True), db) for row in run for field in fields]
+        statements.append((_insert_sql(model, len(run), db.vendor), values))
+    if db.vendor == "postgresql" and len(statements) > 1:
+        *first, (last, values) = statements
+        ctes = ", ".join(f"inserted_{number} AS ({sql})" for number, (sql, _) in enumerate(first))
+        statements = [(f"WITH {ctes} {last}", [value for _, params in first for value in params] + values)]
     with db.cursor() as cursor:
-        cursor.execute(_insert_sql(model, len(rows), db.vendor), values)
+        for sql, values in statements:
+            cursor.execute(sql, values)
     for row in rows:
         row._state.adding, row._state.db = False, db.alias
 

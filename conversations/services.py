@@ -36,9 +36,15 @@ def title_from_message(content: str) -> str:
 
 def conversation_create(*, user, adapter: str, title: str = "", id=None) -> Conversation:
     """A new conversation; `id` picks its UUID (an AI SDK chat's), an existing one raises IntegrityError."""
-    conversation = Conversation(user=user, adapter=adapter, title=title, **({"id": id} if id else {}))
+    conversation = conversation_draft(user=user, adapter=adapter, title=title, **({"id": id} if id else {}))
     rows.insert(conversation)  # on every new chat's start: `create()` without the ORM's compilation
     return conversation
+
+
+def conversation_draft(*, user, adapter: str, title: str = "", **fields) -> Conversation:
+    """A new conversation not stored yet: `exchange_start` stores it with its first exchange, in one
+    statement on PostgreSQL."""
+    return Conversation(user=user, adapter=adapter, title=title, **fields)
 
 
 def conversation_update(*, conversation: Conversation, **fields) -> Conversation:
@@ -92,7 +98,9 @@ def conversation_for_exchange(*, user, conversation_id, content: str) -> Convers
     if row is None:
         raise Conversation.DoesNotExist
     title, adapter = row
-    return Conversation(id=conversation_id, user=user, title=title, adapter=adapter, updated_at=now)
+    conversation = Conversation(id=conversation_id, user=user, title=title, adapter=adapter, updated_at=now)
+    conversation._state.adding = False  # a stored row, not a draft (`exchange_start` stores drafts)
+    return conversation
 
 
 _TOUCH_SQL = """
@@ -125,7 +133,8 @@ def exchange_start(
 
     The context is the conversation's last `context_limit` messages with content, oldest first, the
     new question last (a new conversation has no earlier ones to read). Call inside the caller's
-    transaction: it is one part of starting a stream. The `idempotency_key` is kept with the question;
+    transaction: it is one part of starting a stream. A conversation not stored yet (a draft) is stored
+    with the two messages. The `idempotency_key` is kept with the question;
     one taken already raises `IntegrityError` (the caller's transaction is then lost: the racing
     request won).
     """
@@ -146,7 +155,7 @@ def exchange_start(
         ),
         _new_answer(conversation, now, position=1),
     )
-    rows.insert(question, answer)
+    rows.insert(*([conversation] if conversation._state.adding else []), question, answer)
     context = [{"role": role, "content": text} for role, text in reversed(earlier)]
     if context_limit > 0:
         context.append({"role": question.role, "content": content})

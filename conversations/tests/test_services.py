@@ -3,6 +3,8 @@
 from datetime import timedelta
 
 import pytest
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from conversations import selectors, services
@@ -40,6 +42,36 @@ def test_exchange_start_adds_the_question_and_a_streaming_answer_in_order():
     assert (stored[0].role, stored[0].content, stored[0].status) == ("user", "Hi\nthere", "complete")
     assert (stored[1].role, stored[1].content, stored[1].status) == ("assistant", "", "streaming")
     assert stored[0].created_at == stored[1].created_at
+
+
+@pytest.mark.django_db
+def test_a_draft_conversation_is_stored_with_its_first_exchange_in_one_statement(user):
+    conversation = services.conversation_draft(user=user, adapter="default", title="Hi")
+    assert not Conversation.objects.filter(pk=conversation.pk).exists()
+
+    with CaptureQueriesContext(connection) as queries:
+        exchange = services.exchange_start(
+            conversation=conversation, content="Hi", context_limit=10, new_conversation=True
+        )
+
+    assert len(queries) == 1  # the conversation's INSERT a CTE of the messages'
+    stored = Conversation.objects.get(pk=conversation.pk)
+    assert (stored.user, stored.title, stored.adapter) == (user, "Hi", "default")
+    assert list(selectors.message_list(conversation=stored)) == [exchange.question, exchange.answer]
+    assert exchange.context == [{"role": "user", "content": "Hi"}]
+
+
+@pytest.mark.django_db
+def test_a_draft_whose_exchange_fails_leaves_no_conversation(user):
+    """The messages' INSERT fails (an idempotency key taken): the conversation's, in its CTE, goes too."""
+    taken = services.exchange_start(
+        conversation=ConversationFactory(user=user), content="q", context_limit=1, idempotency_key="1:k"
+    )
+    draft = services.conversation_draft(user=user, adapter="default")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        services.exchange_start(conversation=draft, content="q", context_limit=1, idempotency_key="1:k")
+    assert not Conversation.objects.filter(pk=draft.pk).exists()
+    assert Message.objects.get(idempotency_key="1:k") == taken.question
 
 
 @pytest.mark.django_db
