@@ -213,11 +213,11 @@ class _Relay:
         to: str,
         group: bool = False,
         patience: float,
-        sent: asyncio.Event | None = None,
+        sent: asyncio.Future | None = None,
     ) -> dict | None:
         """Send `message` to a process (its channel `to`, or every member of the group `to`) and wait
         for the reply; None when none came within `patience` seconds (or the layer failed). `sent` is
-        set once the message is with the layer."""
+        resolved once the message is with the layer."""
         request_id = uuid.uuid4().hex
         waiter = asyncio.get_running_loop().create_future()
         self._replies[request_id] = waiter
@@ -225,7 +225,7 @@ class _Relay:
             message = {**message, "request_id": request_id, "reply_to": await self.ready()}
             await self.call("group_send" if group else "send", to, message)
             if sent is not None:
-                sent.set()
+                sent.set_result(None)
             return await asyncio.wait_for(waiter, patience)
         except (TimeoutError, OSError, ConnectionError):
             return None
@@ -337,25 +337,21 @@ class _Follower:
         """The owner's reply to one `answers.follow` of `after` (None: no reply in time). The answers
         added while it is pending join it there (`answers.add`, sent once the pull is: the owner has
         the pull first), so one is never asked about twice: the owner never sends the same news twice."""
-        asked, sent = set(after), asyncio.Event()
-        self._added = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        asked, sent, self._added = set(after), loop.create_future(), loop.create_future()
         message = {"type": "answers.follow", "after": after, "wait": wait}
         patience = wait + settings.AI_STREAM_OWNER_TIMEOUT
         pull = asyncio.ensure_future(_relay.ask(message, to=self.owner, patience=patience, sent=sent))
-        sending = asyncio.ensure_future(sent.wait())
-        try:
-            await asyncio.wait({pull, sending}, return_when=asyncio.FIRST_COMPLETED)
-            while not pull.done():
-                await asyncio.wait({pull, self._added}, return_when=asyncio.FIRST_COMPLETED)
-                self._added = asyncio.get_running_loop().create_future()
-                added = self._unended(asked=asked)
-                if added and not pull.done():
-                    asked.update(added)
-                    add = {"type": "answers.add", "follower": _relay.channel, "after": added}
-                    await _relay.send(self.owner, add)
-            return pull.result()
-        finally:
-            sending.cancel()
+        await asyncio.wait({pull, sent}, return_when=asyncio.FIRST_COMPLETED)
+        while not pull.done():
+            await asyncio.wait({pull, self._added}, return_when=asyncio.FIRST_COMPLETED)
+            self._added = loop.create_future()
+            added = self._unended(asked=asked)
+            if added and not pull.done():
+                asked.update(added)
+                add = {"type": "answers.add", "follower": _relay.channel, "after": added}
+                await _relay.send(self.owner, add)
+        return pull.result()
 
     def _drop_unread(self) -> None:
         """Stop following what nobody here reads any more."""

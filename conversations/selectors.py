@@ -44,7 +44,8 @@ def _answer_of_user() -> str:
         f"SELECT {rows.columns(Message, messages.db_table)} FROM {messages.db_table} "
         f"JOIN {conversations.db_table} "
         f"ON {conversations.db_table}.{conversations.pk.column} = {messages.db_table}.{column} "
-        f"WHERE {messages.db_table}.{messages.pk.column} = %s AND {messages.db_table}.role = %s "
+        f"WHERE {messages.db_table}.{messages.pk.column} = %s "
+        f"AND {messages.db_table}.{messages.get_field('role').column} = %s "
         f"AND {conversations.db_table}.{conversations.get_field('user').column} = %s"
     )
 
