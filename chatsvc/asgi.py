@@ -17,9 +17,11 @@ from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDe
 from django.core.asgi import get_asgi_application
 from django.urls import path, re_path
 
+from chatsvc.request_threads import RequestThreads
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsvc.settings")
 
-django_application = get_asgi_application()
+django_application = RequestThreads(get_asgi_application())
 logger = logging.getLogger("ai.stream")
 
 
