@@ -1,6 +1,10 @@
 """An answer's events (`start`, `chunk`…, `done` | `error`, numbered as the contract's SSE `id`s) and the
 log that keeps them for its readers: the owner's log of a running answer (`ai.generations`), or another
-process's copy of it (`ai.relay`). Readers only wait for news: they never hold the answer."""
+process's copy of it (`ai.relay`). Readers only wait for news: they never hold the answer.
+
+A reader gets the events as `News`: each time, all those logged since it last looked, which a transport
+sends at once (a reader that joins late, or falls behind, catches up in one write, not one per event),
+or `None` after a quiet while (the transport sends a keep-alive)."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -23,6 +27,9 @@ class Event:
     @property
     def ends(self) -> bool:
         return self.data["type"] in ("done", "error")
+
+
+News = list[Event] | None
 
 
 @dataclass(frozen=True)
@@ -67,20 +74,19 @@ class EventLog:
             self._changed = None
         return event
 
-    async def read(self, after: int) -> AsyncIterator[Event | None]:
-        """The events after `after`, then the live ones to the end; `None` after `AI_STREAM_KEEPALIVE`
-        seconds without one (the transport sends a keep-alive)."""
+    async def read(self, after: int) -> AsyncIterator[News]:
+        """The events after `after`, then the live ones to the end, as news; `None` after
+        `AI_STREAM_KEEPALIVE` seconds without any."""
         keepalive = settings.AI_STREAM_KEEPALIVE
         self.readers += 1
         metrics.reader_opened()
         try:
             while True:
-                while after < len(self.events):
-                    event = self.events[after]
-                    after += 1
-                    yield event
-                    if event.ends:
-                        return
+                if after < len(self.events):
+                    news = self.events[after:]
+                    after += len(news)
+                    yield news
+                    continue  # more may have come meanwhile, the end among them
                 if self.ended.is_set():
                     return  # read from its last event on: nothing more will come
                 if self._changed is None:

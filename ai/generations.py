@@ -22,7 +22,7 @@ from django.conf import settings
 from ai import relay, services
 from ai.adapters import adapters
 from ai.adapters.base import AdapterError, AdapterRefused, Finish, Usage
-from ai.events import INTERRUPTED, Event, EventLog, Failure, error_data
+from ai.events import INTERRUPTED, Event, EventLog, Failure, News, error_data
 from chatsvc import metrics
 from conversations import selectors as conversation_selectors
 from conversations.models import Message
@@ -255,10 +255,9 @@ def local(answer_id) -> Generation | None:
     return _generations.get(_as_uuid(answer_id))
 
 
-async def answer_open(
-    answer_id, *, after: int = 0, anywhere: bool = True
-) -> AsyncIterator[Event | None] | None:
-    """The answer's events with an id above `after`, then the live ones, to its `done` or `error`.
+async def answer_open(answer_id, *, after: int = 0, anywhere: bool = True) -> AsyncIterator[News] | None:
+    """The answer's events with an id above `after`, then the live ones, to its `done` or `error`, as
+    news (`ai.events`).
 
     Read here when this process owns it, else (unless not `anywhere`) from its owner through the
     channels layer. None when no process keeps its events (it ended longer than
@@ -272,7 +271,7 @@ async def answer_open(
     return await relay.open_remote(_as_uuid(answer_id), after=after)
 
 
-async def answer_replay(answer_id) -> AsyncIterator[Event | None]:
+async def answer_replay(answer_id) -> AsyncIterator[News]:
     """An idempotent retry's answer: the first request's events from the first (replayed, then live),
     or, once they are no longer kept, the stored answer as a short stream."""
     deadline = time.monotonic() + LAUNCH_WAIT
@@ -280,13 +279,12 @@ async def answer_replay(answer_id) -> AsyncIterator[Event | None]:
         events = await answer_open(answer_id, anywhere=time.monotonic() >= deadline)
         if events is not None:
             async with aclosing(events):
-                async for event in events:
-                    yield event
+                async for news in events:
+                    yield news
             return
         answer = await Message.objects.aget(pk=answer_id)
         if answer.status != Message.Status.STREAMING or time.monotonic() >= deadline:
-            for event in await sync_to_async(stored_events, thread_sensitive=False)(answer):
-                yield event
+            yield await sync_to_async(stored_events, thread_sensitive=False)(answer)
             return
         await asyncio.sleep(0.02)  # the first request committed its start and is spawning its owner
 
@@ -324,7 +322,7 @@ def stored_events(answer: Message) -> list[Event]:
     return [Event(number, item) for number, item in enumerate(data, 1)]
 
 
-async def first_reading(answer_id) -> AsyncIterator[Event | None]:
+async def first_reading(answer_id) -> AsyncIterator[News]:
     """The events of the request that started the answer (this process owns it), for any transport.
 
     Its hang-up ends the answer (interrupted) only under `AI_STREAM_ON_DISCONNECT = "interrupt"`; by
@@ -332,15 +330,15 @@ async def first_reading(answer_id) -> AsyncIterator[Event | None]:
     generation = local(answer_id)
     ended = False
     try:
-        async for event in generation.read(0):
-            yield event
+        async for news in generation.read(0):
+            yield news
         ended = True
     finally:
         if not ended and settings.AI_STREAM_ON_DISCONNECT == "interrupt":
             generation.cut(Message.Status.INTERRUPTED)
 
 
-async def answer_from_start(answer_id, *, first_reader: bool) -> AsyncIterator[Event | None] | None:
+async def answer_from_start(answer_id, *, first_reader: bool) -> AsyncIterator[News] | None:
     """The answer's events from its first, as the request that started it reads them (`first_reading`)
     or as any other reader (`answer_open`: None when no process keeps them)."""
     return first_reading(answer_id) if first_reader else await answer_open(answer_id)

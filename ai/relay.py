@@ -425,8 +425,8 @@ async def open_remote(answer_id: uuid.UUID, *, after: int) -> AsyncIterator | No
 
 async def _claimed(mirror: Mirror, after: int):
     try:
-        async for event in mirror.read(after):
-            yield event
+        async for news in mirror.read(after):
+            yield news
     finally:
         mirror.claims -= 1
 

@@ -19,11 +19,12 @@ def encode(event) -> bytes:
     return event.frame
 
 
-async def frames(events: AsyncIterator) -> AsyncIterator[bytes]:
-    """The frames of an answer's events (`None`, a quiet while: a keep-alive comment)."""
-    async with aclosing(events):
-        async for event in events:
-            yield KEEPALIVE if event is None else encode(event)
+async def frames(news: AsyncIterator) -> AsyncIterator[bytes]:
+    """The frames of an answer's news (`ai.events.News`), each piece of it in one write (`None`, a quiet
+    while: a keep-alive comment)."""
+    async with aclosing(news):
+        async for events in news:
+            yield KEEPALIVE if events is None else b"".join(map(encode, events))
 
 
 def response(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:

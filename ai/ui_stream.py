@@ -44,16 +44,17 @@ def ui_chunks(event: dict, *, message_id: str) -> list[dict]:
     raise ValueError(f"not an event of an answer: {event.get('type')!r}")
 
 
-async def chunk_stream(events: AsyncIterator, *, message_id: str) -> AsyncIterator[dict | None]:
-    """The chunks of an answer's events (`Event`s, or `None` for a quiet while, passed on as `None`);
-    closing it closes `events` (the reader leaves)."""
-    async with aclosing(events):
-        async for event in events:
-            if event is None:
+async def chunk_stream(news: AsyncIterator, *, message_id: str) -> AsyncIterator[dict | None]:
+    """The chunks of an answer's news (`ai.events.News`: lists of `Event`s, or `None` for a quiet while,
+    passed on as `None`); closing it closes `news` (the reader leaves)."""
+    async with aclosing(news):
+        async for events in news:
+            if events is None:
                 yield None
                 continue
-            for chunk in ui_chunks(event.data, message_id=message_id):
-                yield chunk
+            for event in events:
+                for chunk in ui_chunks(event.data, message_id=message_id):
+                    yield chunk
 
 
 def sse_frame(chunk: dict | None) -> bytes:

@@ -30,7 +30,7 @@ def test_readers_generations_and_logs_go_back_to_zero(user, settings):
         waiting.cancel()
         await asyncio.gather(waiting, return_exceptions=True)
         await parked.aclose()
-        read = [event async for event in complete]
+        read = [event async for news in complete for event in news]
         await generation.task
         ended = generations.stats()
         await asyncio.sleep(0.4)  # past AI_STREAM_REPLAY_TTL

@@ -29,7 +29,7 @@ def stream_in_process(user, message: str) -> list[dict]:
 
     async def read():
         generation = generations.generation_start(start)
-        events_ = [event.data async for event in generation.read(0) if event is not None]
+        events_ = [event.data async for news in generation.read(0) if news for event in news]
         await generation.task
         return events_
 

@@ -96,18 +96,27 @@ def test_a_quiet_while_is_a_keep_alive_comment_and_the_end_is_done():
 
 
 def test_chunk_stream_encodes_each_event_in_order_and_passes_quiet_whiles_on():
-    events = [
-        Event(1, START),
+    news = [
+        [Event(1, START)],
         None,
-        Event(2, {"type": "chunk", "content": "Hi"}),
-        Event(
-            3, {"type": "done", "message_id": ANSWER, "finish_reason": "stop", "usage": USAGE, "quota": None}
-        ),
+        [
+            Event(2, {"type": "chunk", "content": "Hi"}),
+            Event(
+                3,
+                {
+                    "type": "done",
+                    "message_id": ANSWER,
+                    "finish_reason": "stop",
+                    "usage": USAGE,
+                    "quota": None,
+                },
+            ),
+        ],
     ]
 
     async def source():
-        for event in events:
-            yield event
+        for events in news:
+            yield events
 
     async def collect():
         return [chunk async for chunk in chunk_stream(source(), message_id=ANSWER)]
@@ -129,8 +138,8 @@ def test_leaving_the_chunk_stream_closes_the_events_it_reads():
 
     async def source():
         try:
-            yield Event(1, START)
-            yield Event(2, {"type": "chunk", "content": "Hi"})
+            yield [Event(1, START)]
+            yield [Event(2, {"type": "chunk", "content": "Hi"})]
         finally:
             closed.append(True)
 
