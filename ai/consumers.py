@@ -191,14 +191,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return False
         await self.send_json({"type": "start", "requestId": request_id})
         sequence = 0
-        async with aclosing(ui_stream.chunk_stream(events, message_id=answer_id)) as chunks:
-            async for chunk in chunks:
-                if chunk is None:
-                    continue
-                if sequence > after:
-                    await self.send_json(
-                        {"type": "chunk", "requestId": request_id, "sequence": sequence, "chunk": chunk}
-                    )
-                sequence += 1
+        async with aclosing(ui_stream.chunk_stream(events, message_id=answer_id)) as news:
+            async for chunks in news:
+                for chunk in chunks or ():  # a quiet while: nothing to send (the socket has pings)
+                    if sequence > after:
+                        await self.send_json(
+                            {"type": "chunk", "requestId": request_id, "sequence": sequence, "chunk": chunk}
+                        )
+                    sequence += 1
         await self.send_json({"type": "end", "requestId": request_id})
         return True

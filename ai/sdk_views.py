@@ -35,9 +35,9 @@ async def ui_frames(answer_id, *, first_reader: bool = False):
     """The answer's UI message stream from its start, as SSE frames, ending with `data: [DONE]`."""
     events = await generations.answer_from_start(answer_id, first_reader=first_reader)
     if events is not None:
-        async with aclosing(ui_stream.chunk_stream(events, message_id=str(answer_id))) as chunks:
-            async for chunk in chunks:
-                yield ui_stream.sse_frame(chunk)
+        async with aclosing(ui_stream.chunk_stream(events, message_id=str(answer_id))) as news:
+            async for chunks in news:
+                yield ui_stream.sse_frames(chunks)
     yield ui_stream.DONE
 
 

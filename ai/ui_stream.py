@@ -44,21 +44,22 @@ def ui_chunks(event: dict, *, message_id: str) -> list[dict]:
     raise ValueError(f"not an event of an answer: {event.get('type')!r}")
 
 
-async def chunk_stream(news: AsyncIterator, *, message_id: str) -> AsyncIterator[dict | None]:
-    """The chunks of an answer's news (`ai.events.News`: lists of `Event`s, or `None` for a quiet while,
-    passed on as `None`); closing it closes `news` (the reader leaves)."""
+async def chunk_stream(news: AsyncIterator, *, message_id: str) -> AsyncIterator[list[dict] | None]:
+    """The chunks of each piece of an answer's news (`ai.events.News`: a list of `Event`s, or `None`
+    for a quiet while, passed on as `None`), as a list; closing it closes `news` (the reader leaves)."""
     async with aclosing(news):
         async for events in news:
             if events is None:
                 yield None
-                continue
-            for event in events:
-                for chunk in ui_chunks(event.data, message_id=message_id):
-                    yield chunk
+            else:
+                yield [chunk for event in events for chunk in ui_chunks(event.data, message_id=message_id)]
 
 
-def sse_frame(chunk: dict | None) -> bytes:
-    """One chunk as one SSE `data:` line (JSON escapes every line break); `None`: a keep-alive comment."""
-    if chunk is None:
-        return KEEPALIVE
+def sse_frames(chunks: list[dict] | None) -> bytes:
+    """The SSE frames of some chunks, for one write (`None`: a keep-alive comment)."""
+    return KEEPALIVE if chunks is None else b"".join(map(sse_frame, chunks))
+
+
+def sse_frame(chunk: dict) -> bytes:
+    """One chunk as one SSE `data:` line (JSON escapes every line break)."""
     return b"data: " + json.dumps(chunk, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"

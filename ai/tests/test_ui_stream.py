@@ -6,7 +6,7 @@ import json
 import pytest
 
 from ai.events import Event
-from ai.ui_stream import DONE, chunk_stream, sse_frame, ui_chunks
+from ai.ui_stream import DONE, chunk_stream, sse_frame, sse_frames, ui_chunks
 
 ANSWER = "6b2b4c9e-2d6f-4a43-9d55-0c3d2f7a9e10"
 START = {
@@ -91,8 +91,14 @@ def test_a_frame_is_one_data_line_of_json_even_for_line_breaks_and_nul():
 
 
 def test_a_quiet_while_is_a_keep_alive_comment_and_the_end_is_done():
-    assert sse_frame(None) == b": keep-alive\n\n"
+    assert sse_frames(None) == b": keep-alive\n\n"
     assert DONE == b"data: [DONE]\n\n"
+
+
+def test_the_chunks_of_one_piece_of_news_are_one_write_of_their_frames():
+    chunks = [{"type": "text-end", "id": ANSWER}, {"type": "abort", "reason": "stopped"}]
+
+    assert sse_frames(chunks) == sse_frame(chunks[0]) + sse_frame(chunks[1])
 
 
 def test_chunk_stream_encodes_each_event_in_order_and_passes_quiet_whiles_on():
@@ -119,17 +125,14 @@ def test_chunk_stream_encodes_each_event_in_order_and_passes_quiet_whiles_on():
             yield events
 
     async def collect():
-        return [chunk async for chunk in chunk_stream(source(), message_id=ANSWER)]
+        return [chunks async for chunks in chunk_stream(source(), message_id=ANSWER)]
 
-    chunks = asyncio.run(collect())
+    news = asyncio.run(collect())
 
-    assert [c and c["type"] for c in chunks] == [
-        "start",
-        "text-start",
+    assert [chunks and [chunk["type"] for chunk in chunks] for chunks in news] == [
+        ["start", "text-start"],
         None,
-        "text-delta",
-        "text-end",
-        "finish",
+        ["text-delta", "text-end", "finish"],
     ]
 
 
