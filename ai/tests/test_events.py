@@ -1,6 +1,7 @@
 """An answer's event log (ai.events.EventLog) as its readers see it: news, all at once, to the end."""
 
 import asyncio
+import time
 
 from ai import sse
 from ai.events import EventLog
@@ -78,3 +79,50 @@ def test_the_sse_stream_writes_each_piece_of_news_as_one_write_of_its_frames(set
     assert keepalive == sse.KEEPALIVE
     assert len(rest) == 1
     assert rest[0].startswith(b'id: 4\ndata: {"type":"done"')
+
+
+def test_readers_waiting_share_one_quiet_timer_and_one_that_leaves_disturbs_none(settings):
+    settings.AI_STREAM_KEEPALIVE = 0.05
+
+    async def scenario():
+        log = EventLog()
+        log.log(CHUNK)
+        readers = [log.read(1) for _ in range(3)]
+        waits = [asyncio.ensure_future(anext(reader)) for reader in readers]
+        await asyncio.sleep(0)
+        timers = [log._quiet]
+        waits[0].cancel()  # a reader that leaves while it waits
+        quiet = await asyncio.gather(*waits[1:])
+        log.log(DONE)
+        rest = [[[event.id for event in news] async for news in reader] for reader in readers[1:]]
+        await readers[0].aclose()
+        return timers, quiet, rest, log._quiet, log.readers
+
+    timers, quiet, rest, timer_after_the_end, readers = asyncio.run(scenario())
+    assert timers[0] is not None
+    assert quiet == [None, None]
+    assert rest == [[[2]], [[2]]]
+    assert timer_after_the_end is None
+    assert readers == 0
+
+
+def test_news_puts_the_quiet_while_off(settings):
+    settings.AI_STREAM_KEEPALIVE = 0.2
+
+    async def scenario():
+        log = EventLog()
+        reader = log.read(0)
+        waiting = asyncio.ensure_future(anext(reader))
+        await asyncio.sleep(0.1)
+        log.log(CHUNK)
+        news = await waiting
+        logged = time.monotonic()
+        quiet = await anext(reader)
+        waited = time.monotonic() - logged
+        await reader.aclose()
+        return news, quiet, waited
+
+    news, quiet, waited = asyncio.run(scenario())
+    assert [event.id for event in news] == [1]
+    assert quiet is None
+    assert waited >= 0.19  # a keep-alive a quiet while after the last news, not after the first wait

@@ -32,6 +32,7 @@ def test_readers_generations_and_logs_go_back_to_zero(user, settings):
         await parked.aclose()
         read = [event async for news in complete for event in news]
         await generation.task
+        await asyncio.sleep(0)  # its done callbacks (the owner's discard from the running) run
         ended = generations.stats()
         await asyncio.sleep(0.4)  # past AI_STREAM_REPLAY_TTL
         return during, ended, generations.stats(), read, generations.local(start.answer_id)
