@@ -7,7 +7,7 @@ import threading
 import pytest
 from asgiref.sync import sync_to_async
 
-from chatsvc import request_threads as asgi
+from chatsvc import request_threads
 
 pytestmark = pytest.mark.anyio
 
@@ -35,21 +35,21 @@ class Recorder:
         self.threads.append((first, await sync_to_async(threading.current_thread)()))
 
 
-def request_threads() -> set[threading.Thread]:
+def threads_of_requests() -> set[threading.Thread]:
     return {thread for thread in threading.enumerate() if thread.name.startswith("request")}
 
 
-async def until_no_more_than(count: int) -> set[threading.Thread]:
+async def eventually(condition) -> None:
+    """Wait up to 2 s for `condition()` to hold (a thread starts or exits on its own time)."""
     for _ in range(200):
-        if len(request_threads()) <= count:
-            break
+        if condition():
+            return
         await asyncio.sleep(0.01)
-    return request_threads()
 
 
 async def test_a_request_keeps_one_thread_and_leaves_it_to_the_next():
     recorder = Recorder()
-    application = asgi.RequestThreads(recorder)
+    application = request_threads.RequestThreads(recorder)
     await application({}, None, None)
     await application({}, None, None)
     (first, second), (third, fourth) = recorder.threads
@@ -58,34 +58,29 @@ async def test_a_request_keeps_one_thread_and_leaves_it_to_the_next():
 
 
 async def test_requests_at_once_each_have_a_thread_and_no_more_than_the_cap_stay(monkeypatch):
-    monkeypatch.setattr(asgi, "IDLE_REQUEST_THREADS", 3)
+    monkeypatch.setattr(request_threads, "IDLE_REQUEST_THREADS", 3)
     recorder = Recorder()
     recorder.hold = asyncio.Event()
-    application = asgi.RequestThreads(recorder)
-    before = request_threads()
+    application = request_threads.RequestThreads(recorder)
+    before = threads_of_requests()
     requests = [asyncio.ensure_future(application({}, None, None)) for _ in range(8)]
-    for _ in range(200):
-        if len(request_threads() - before) == 8:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: len(threads_of_requests() - before) == 8)
     recorder.hold.set()
     await asyncio.gather(*requests)
     assert all(first is second for first, second in recorder.threads)
     assert len({first for first, _ in recorder.threads}) == 8
-    assert len(await until_no_more_than(len(before) + 3) - before) == 3
+    await eventually(lambda: len(threads_of_requests()) <= len(before) + 3)
+    assert len(threads_of_requests() - before) == 3
 
 
 async def test_a_failed_request_does_not_lend_its_thread():
     recorder = Recorder()
-    application = asgi.RequestThreads(recorder)
+    application = request_threads.RequestThreads(recorder)
     with pytest.raises(RuntimeError):
         await application({"fail": True}, None, None)
     await application({}, None, None)
     await application({}, None, None)
     failed, first, second = recorder.began
     assert first is second is not failed
-    for _ in range(200):
-        if not failed.is_alive():
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: not failed.is_alive())
     assert not failed.is_alive()
