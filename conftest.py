@@ -72,13 +72,15 @@ def api(token):
     return client
 
 
-# Small pools: a session starts several servers, and PostgreSQL's default max_connections is 100.
+# Small pools that shrink back to one connection soon after a test's burst: a session keeps a server
+# per configuration (twenty and more), and PostgreSQL's default max_connections is 100.
 # The servers run the project's settings on a development machine (DEBUG=true: local hosts, the
 # development key), whatever the test process's own environment holds.
 SERVER_DEFAULTS = {
     "PYTHONUNBUFFERED": "1",
     "DATABASE_POOL_MIN_SIZE": "1",
     "DATABASE_POOL_MAX_SIZE": "8",
+    "DATABASE_POOL_MAX_IDLE": "2",
     "DJANGO_SETTINGS_MODULE": "chatsvc.settings",
     "DEBUG": "true",
 }

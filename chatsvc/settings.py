@@ -116,6 +116,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
         "timeout": env.int("DATABASE_POOL_TIMEOUT", default=10),
+        # A connection idle this long is closed, one per such period, down to min_size.
+        "max_idle": env.float("DATABASE_POOL_MAX_IDLE", default=600),
     }
     # The pool checks a connection as it hands it out (`ConnectionPool.check_connection`): after a
     # database restart, no request gets a dead one.
