@@ -181,8 +181,8 @@ def _retry_of(key: str, fingerprint: str) -> Retry | None:
     return Retry(answer_id=answer.pk)
 
 
-def _in_transaction(work):
-    """Run `work()` in one transaction on a short-lived connection, from async code.
+def _on_a_connection_of_its_own(work):
+    """Run `work()` on a short-lived connection, from async code.
 
     Not thread-sensitive: a generation outlives the request that started it, and must not hold (or
     wait for) that request's thread; each call takes a pooled connection and gives it back.
@@ -190,8 +190,7 @@ def _in_transaction(work):
 
     def run():
         try:
-            with transaction.atomic():
-                return work()
+            return work()
         finally:
             connection.close()
 
@@ -199,15 +198,15 @@ def _in_transaction(work):
 
 
 async def _retrying(work):
-    """`_in_transaction(work)`, tried again with backoff for up to `DATABASE_RETRY_SECONDS` while the
-    database cannot be reached (a restart, a failover). Only connection errors are retried — never an
-    integrity error, never a statement the database refused. `work(retry=True)` on a retry: its first
-    attempt may have committed just before the connection broke."""
+    """`_on_a_connection_of_its_own(work)`, tried again with backoff for up to `DATABASE_RETRY_SECONDS`
+    while the database cannot be reached (a restart, a failover). Only connection errors are retried —
+    never an integrity error, never a statement the database refused. `work(retry=True)` on a retry: its
+    first attempt may have committed just before the connection broke."""
     deadline = time.monotonic() + settings.DATABASE_RETRY_SECONDS
     delay, retry = 0.1, False
     while True:
         try:
-            return await _in_transaction(functools.partial(work, retry=retry))
+            return await _on_a_connection_of_its_own(functools.partial(work, retry=retry))
         except (OperationalError, InterfaceError):
             if time.monotonic() + delay > deadline:
                 raise
@@ -221,8 +220,9 @@ async def answer_renew(start: StreamStart, content: str) -> None:
     lag behind the chunks sent, never run ahead of them)."""
 
     def work(retry: bool):
-        quota_services.quota_renew(reservation_id=start.reservation_id)
-        conversation_services.message_heartbeat(message_id=start.answer_id, content=content)
+        with transaction.atomic():
+            quota_services.quota_renew(reservation_id=start.reservation_id)
+            conversation_services.message_heartbeat(message_id=start.answer_id, content=content)
 
     await _retrying(work)
 
@@ -230,7 +230,7 @@ async def answer_renew(start: StreamStart, content: str) -> None:
 def answer_finish(
     start: StreamStart, *, content: str, status: str, usage: Usage | None, error=None
 ) -> Awaitable[tuple[bool, dict | None]]:
-    """Write the answer's end and settle its reservation, in one transaction.
+    """Write the answer's end and settle its reservation, at once (one statement on PostgreSQL).
 
     Returns (written, quota): `written` is False when the end had been written already (the sweep
     marked the answer interrupted meanwhile); `quota` is the `done` event's quota after a charge.
@@ -239,26 +239,26 @@ def answer_finish(
     charge = status in (Message.Status.COMPLETE, Message.Status.STOPPED) or (
         status == Message.Status.INTERRUPTED and settings.QUOTA_CHARGE_INTERRUPTED
     )
+    end = {
+        "content": content,
+        "status": status,
+        "usage": usage_dict(usage) if usage else None,
+        "error_code": error.code if error else "",
+        "error_message": error.message if error else "",
+    }
 
     def work(retry: bool):
-        written = conversation_services.message_finish(
-            message_id=start.answer_id,
-            content=content,
-            status=status,
-            usage=usage_dict(usage) if usage else None,
-            error_code=error.code if error else "",
-            error_message=error.message if error else "",
+        written, status_after = quota_services.quota_settle(
+            reservation_id=start.reservation_id,
+            tokens=usage.total_tokens if usage else 0,
+            charge=charge,
+            provided=conversation_services.message_finish(message_id=start.answer_id, **end),
         )
         if not written and retry and _ended_as(start.answer_id, status):
             # The attempt before this one committed (its answer was lost with the connection): the
             # end and the quota were written once, by it.
             return True, quota_services.quota_status(user=start.user).stream_quota if charge else None
-        if not (written and charge):
-            quota_services.quota_release(reservation_id=start.reservation_id)
-            return written, None
-        tokens = usage.total_tokens if usage else 0
-        status_after = quota_services.quota_commit(reservation_id=start.reservation_id, tokens=tokens)
-        return True, status_after.stream_quota
+        return written, status_after.stream_quota if status_after else None
 
     return _retrying(work)
 

@@ -9,6 +9,7 @@ own the tables call them; nothing else needs to.
 
 import functools
 import itertools
+from dataclasses import dataclass
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
 
@@ -20,11 +21,11 @@ def insert(*rows: models.Model) -> None:
     foreign keys checked at its end — and one per model elsewhere."""
     db = _connection()
     statements = []
-    for model, run in itertools.groupby(rows, key=type):
-        run = list(run)
+    for model, batch in itertools.groupby(rows, key=type):
+        batch = list(batch)
         fields = model._meta.concrete_fields
-        values = [field.get_db_prep_save(field.pre_save(row, True), db) for row in run for field in fields]
-        statements.append((_insert_sql(model, len(run), db.vendor), values))
+        values = [field.get_db_prep_save(field.pre_save(row, True), db) for row in batch for field in fields]
+        statements.append((_insert_sql(model, len(batch), db.vendor), values))
     if db.vendor == "postgresql" and len(statements) > 1:
         *first, (last, values) = statements
         ctes = ", ".join(f"inserted_{number} AS ({sql})" for number, (sql, _) in enumerate(first))
@@ -47,14 +48,35 @@ def _insert_sql(model: type[models.Model], count: int, vendor: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Write:
+    """A data-modifying statement not run yet, its parameters named: `run()` runs it; a service that
+    writes its own rows on it can take it instead and run both as one statement (`quota_settle`)."""
+
+    sql: str
+    params: dict
+
+
+def run(write: Write) -> int:
+    """Run `write`; how many rows it changed."""
+    with _connection().cursor() as cursor:
+        cursor.execute(write.sql, write.params)
+        return cursor.rowcount
+
+
 def update(model: type[models.Model], where: dict, **values) -> int:
     """UPDATE the rows of `model` whose fields equal `where`'s, setting `values`; how many it changed."""
+    return run(updating(model, where, **values))
+
+
+def updating(model: type[models.Model], where: dict, **values) -> Write:
+    """`update()`'s statement, not run yet."""
     db, fields = _connection(), model._meta
-    params = [fields.get_field(name).get_db_prep_save(value, db) for name, value in values.items()]
-    params += [fields.get_field(name).get_db_prep_value(value, db) for name, value in where.items()]
-    with db.cursor() as cursor:
-        cursor.execute(_update_sql(model, tuple(values), tuple(where), db.vendor), params)
-        return cursor.rowcount
+    params = {f"set_{name}": fields.get_field(name).get_db_prep_save(v, db) for name, v in values.items()}
+    params.update(
+        (f"where_{name}", fields.get_field(name).get_db_prep_value(v, db)) for name, v in where.items()
+    )
+    return Write(_update_sql(model, tuple(values), tuple(where), db.vendor), params)
 
 
 @functools.cache
@@ -66,8 +88,8 @@ def _update_sql(model: type[models.Model], names: tuple, where: tuple, vendor: s
 
     return (
         f"UPDATE {connection.ops.quote_name(model._meta.db_table)} "
-        f"SET {', '.join(f'{column(name)} = %s' for name in names)} "
-        f"WHERE {' AND '.join(f'{column(name)} = %s' for name in where)}"
+        f"SET {', '.join(f'{column(name)} = %(set_{name})s' for name in names)} "
+        f"WHERE {' AND '.join(f'{column(name)} = %(where_{name})s' for name in where)}"
     )
 
 

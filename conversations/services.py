@@ -257,11 +257,12 @@ def message_finish(
     usage: dict | None = None,
     error_code: str = "",
     error_message: str = "",
-) -> bool:
-    """Write an answer's final content, status, usage and error, if it is still `streaming`; True when
-    this call wrote its end. The end is written once: the owner, a stop and the sweep may race for it."""
+) -> rows.Write:
+    """The write of an answer's final content, status, usage and error, not run yet: it changes the row
+    only while it is still `streaming`, so the end is written once (the owner, a stop and the sweep may
+    race for it). Its caller runs it with the quota's settlement (`ai.services.answer_finish`)."""
     usage = usage or {}
-    written = rows.update(
+    return rows.updating(
         Message,
         {"id": message_id, "status": Message.Status.STREAMING},
         content=content,
@@ -273,7 +274,6 @@ def message_finish(
         error_message=error_message,
         updated_at=timezone.now(),
     )
-    return written == 1
 
 
 def message_heartbeat(*, message_id, content: str) -> None:

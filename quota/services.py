@@ -187,6 +187,42 @@ def quota_commit(*, reservation_id: str, tokens: int, now: datetime | None = Non
     return QuotaStatus.of(quota, reserved=quota.reserved_now, now=now)
 
 
+def quota_settle(
+    *, reservation_id: str, tokens: int, charge: bool, provided: rows.Write, now: datetime | None = None
+) -> tuple[bool, QuotaStatus | None]:
+    """Run the caller's write `provided` (an answer's end) and settle the reservation on what it did:
+    when it changed a row and `charge`, consume the reservation as `quota_commit` does; otherwise release
+    it. Returns (whether `provided` changed a row, the quota after a charge or None).
+
+    On PostgreSQL one statement, `provided` a CTE of it: the write and its charge commit together with
+    no transaction around them. Elsewhere (SQLite) in one transaction.
+    """
+    if tokens < 0:
+        raise ValueError(f"tokens must be ≥ 0, not {tokens}.")
+    if connection.vendor != "postgresql":
+        with transaction.atomic(savepoint=False):
+            written = rows.run(provided) > 0
+            if written and charge:
+                return True, quota_commit(reservation_id=reservation_id, tokens=tokens, now=now)
+            quota_release(reservation_id=reservation_id)
+            return written, None
+    now = now or timezone.now()
+    params = _count_params(
+        quota_id=Reservation.quota_id_of(reservation_id),
+        now=now,
+        requests=1,
+        tokens=tokens,
+        settled=reservation_id,
+    )
+    if params.keys() & provided.params.keys():
+        raise ValueError(f"The parameters of {provided.sql!r} clash with the quota's.")
+    params = {**params, **provided.params, "charge": charge}
+    quota = rows.fetch(Quota, _settle_sql(provided.sql), params, "reserved_now", "provided")
+    if quota.pk is None:  # nothing counted
+        return quota.provided > 0, None
+    return True, QuotaStatus.of(quota, reserved=quota.reserved_now, now=now)
+
+
 def quota_release(*, reservation_id: str) -> None:
     """Give a reservation back unused (the generation failed or its client left)."""
     _execute("DELETE FROM quota_reservation WHERE id = %s", [reservation_id])
@@ -299,16 +335,7 @@ def _count(*, quota_id, now: datetime, requests: int = 0, tokens: int = 0, settl
     row; in plain SQL because on the stream's path the ORM's `Case`/`When` compilation and the read
     after it cost more than the round trip (`make bench` profile).
     """
-    adapt = connection.ops.adapt_datetimefield_value
-    floor = period_floor(settings.QUOTA_PERIOD, now)
-    params = {
-        "floor": adapt(floor) if floor is not None else None,
-        "now": adapt(now),
-        "requests": requests,
-        "tokens": tokens,
-        "quota": quota_id,
-        "settled": settled,
-    }
+    params = _count_params(quota_id=quota_id, now=now, requests=requests, tokens=tokens, settled=settled)
     in_one = bool(settled) and connection.vendor == "postgresql"
     quota = rows.fetch(Quota, _count_sql(settles=in_one), params, "reserved_now")
     if settled and not in_one:
@@ -316,23 +343,57 @@ def _count(*, quota_id, now: datetime, requests: int = 0, tokens: int = 0, settl
     return quota
 
 
-@functools.cache
-def _count_sql(*, settles: bool) -> str:
-    update = f"""
+def _count_params(*, quota_id, now: datetime, requests: int, tokens: int, settled: str) -> dict:
+    adapt = connection.ops.adapt_datetimefield_value
+    floor = period_floor(settings.QUOTA_PERIOD, now)
+    return {
+        "floor": adapt(floor) if floor is not None else None,
+        "now": adapt(now),
+        "requests": requests,
+        "tokens": tokens,
+        "quota": quota_id,
+        "settled": settled,
+    }
+
+
+_UPDATE_SQL = """
 UPDATE quota_quota SET
     requests_used = CASE WHEN period_start < %(floor)s THEN 0 ELSE requests_used END + %(requests)s,
     tokens_used = CASE WHEN period_start < %(floor)s THEN 0 ELSE tokens_used END + %(tokens)s,
     period_start = CASE WHEN period_start < %(floor)s THEN %(floor)s ELSE period_start END
-WHERE user_id = %(quota)s
-RETURNING {rows.columns(Quota)}"""
-    reserved = """(
+WHERE user_id = %(quota)s{condition}
+RETURNING {columns}"""
+
+_RESERVED_SQL = """(
     SELECT count(*) FROM quota_reservation
     WHERE quota_id = %(quota)s AND expires_at > %(now)s AND id <> %(settled)s
 )"""
+
+
+@functools.cache
+def _count_sql(*, settles: bool) -> str:
+    update = _UPDATE_SQL.format(condition="", columns=rows.columns(Quota))
     if not settles:
-        return f"{update}, {reserved}"
+        return f"{update}, {_RESERVED_SQL}"
     # The delete reads `counted`: it runs once the quota row is written and locked.
     return f"""
 WITH counted AS ({update}),
 settled AS (DELETE FROM quota_reservation WHERE id = %(settled)s AND EXISTS (SELECT FROM counted))
-SELECT counted.*, {reserved} FROM counted"""
+SELECT counted.*, {_RESERVED_SQL} FROM counted"""
+
+
+@functools.cache
+def _settle_sql(provided: str) -> str:
+    """`quota_settle`'s statement on PostgreSQL: `provided`, then the charge if it changed a row, then
+    the reservation's delete, which reads `counted` so that it runs once the quota row is written and
+    locked (when there is a charge). One row: the quota's columns (NULL without a charge), its other
+    live reservations, and how many rows `provided` changed."""
+    update = _UPDATE_SQL.format(
+        condition=" AND %(charge)s AND EXISTS (SELECT FROM provided)", columns=rows.columns(Quota)
+    )
+    return f"""
+WITH provided AS ({provided} RETURNING 1),
+counted AS ({update}),
+settled AS (DELETE FROM quota_reservation WHERE id = %(settled)s AND (SELECT count(*) FROM counted) <= 1)
+SELECT counted.*, {_RESERVED_SQL}, (SELECT count(*) FROM provided)
+FROM (SELECT) AS one LEFT JOIN counted ON true"""

@@ -7,6 +7,7 @@ from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from chatsvc import rows
 from conversations import selectors, services
 from conversations.models import Conversation, Message
 from conversations.tests.factories import ConversationFactory, MessageFactory
@@ -148,16 +149,19 @@ def test_message_finish_writes_content_status_usage_and_error():
     conversation = ConversationFactory()
     answer = services.exchange_start(conversation=conversation, content="Hi", context_limit=10).answer
 
-    services.message_finish(
-        message_id=answer.pk,
-        content="Partial",
-        status=Message.Status.FAILED,
-        usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
-        error_code="adapter_error",
-        error_message="The AI service failed.",
+    written = rows.run(
+        services.message_finish(
+            message_id=answer.pk,
+            content="Partial",
+            status=Message.Status.FAILED,
+            usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+            error_code="adapter_error",
+            error_message="The AI service failed.",
+        )
     )
 
     answer.refresh_from_db()
+    assert written == 1
     assert (answer.content, answer.status) == ("Partial", "failed")
     assert answer.usage == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
     assert answer.error == {"code": "adapter_error", "message": "The AI service failed."}
@@ -168,13 +172,17 @@ def test_an_answers_end_is_written_once_and_never_rewritten():
     conversation = ConversationFactory()
     answer = services.exchange_start(conversation=conversation, content="Hi", context_limit=10).answer
 
-    first = services.message_finish(message_id=answer.pk, content="All of it", status=Message.Status.COMPLETE)
-    second = services.message_finish(
-        message_id=answer.pk, content="", status=Message.Status.FAILED, error_code="internal_error"
+    first = rows.run(
+        services.message_finish(message_id=answer.pk, content="All of it", status=Message.Status.COMPLETE)
+    )
+    second = rows.run(
+        services.message_finish(
+            message_id=answer.pk, content="", status=Message.Status.FAILED, error_code="internal_error"
+        )
     )
 
     answer.refresh_from_db()
-    assert (first, second) == (True, False)
+    assert (first, second) == (1, 0)
     assert (answer.content, answer.status, answer.error) == ("All of it", "complete", None)
 
 

@@ -4,8 +4,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
+from chatsvc import rows
 from quota.exceptions import QuotaExceeded
 from quota.models import Quota, Reservation
 from quota.services import (
@@ -13,6 +15,7 @@ from quota.services import (
     quota_release,
     quota_renew,
     quota_reserve,
+    quota_settle,
     quota_status,
     reservations_sweep,
 )
@@ -301,3 +304,96 @@ def test_status_of_a_user_without_a_quota_row_shows_the_defaults_and_creates_the
     )
     assert status.period_start == datetime(2026, 6, 15, tzinfo=UTC)
     assert Quota.objects.filter(user=user).exists()
+
+
+@pytest.fixture(params=["postgresql", "portable"])
+def settle_path(request, monkeypatch):
+    """`quota_settle` once as one PostgreSQL statement, once by its portable path (as on SQLite)."""
+    if request.param == "portable":
+        monkeypatch.setattr(connection, "vendor", "sqlite")
+    return request.param
+
+
+def renaming(user, to):
+    """The caller's write in these tests: the user's first name, changed only while it is still empty."""
+    return rows.updating(type(user), {"id": user.pk, "first_name": ""}, first_name=to)
+
+
+def test_settle_runs_the_write_and_charges_its_reservation_when_it_changed_a_row(user, settle_path):
+    first, second = reserve_all(user, 2)
+
+    with CaptureQueriesContext(connection) as statements:
+        written, status = quota_settle(
+            reservation_id=first.id, tokens=42, charge=True, provided=renaming(user, "A")
+        )
+
+    assert written is True
+    assert (status.requests_used, status.requests_reserved, status.tokens_used) == (1, 1, 42)
+    assert list(Reservation.objects.values_list("id", flat=True)) == [second.id]
+    user.refresh_from_db()
+    assert user.first_name == "A"
+    assert (len(statements) == 1) == (
+        settle_path == "postgresql"
+    )  # one statement, or the write then the charge
+
+
+def test_settle_releases_without_a_charge_when_the_write_changed_nothing(user, settle_path):
+    user.first_name = "already ended"
+    user.save()
+    reservation = quota_reserve(user=user)
+
+    written, status = quota_settle(
+        reservation_id=reservation.id, tokens=42, charge=True, provided=renaming(user, "B")
+    )
+
+    assert (written, status) == (False, None)
+    assert not Reservation.objects.exists()
+    assert Quota.objects.values_list("requests_used", "tokens_used").get(user=user) == (0, 0)
+    user.refresh_from_db()
+    assert user.first_name == "already ended"
+
+
+def test_settle_without_charge_writes_and_gives_the_request_back(user, settle_path):
+    reservation = quota_reserve(user=user)
+
+    written, status = quota_settle(
+        reservation_id=reservation.id, tokens=9, charge=False, provided=renaming(user, "C")
+    )
+
+    assert (written, status) == (True, None)
+    assert not Reservation.objects.exists()
+    assert quota_status(user=user).requests_used == 0
+    user.refresh_from_db()
+    assert user.first_name == "C"
+
+
+def test_a_settle_after_the_boundary_counts_in_the_new_period(user, time_machine, settle_path):
+    QuotaFactory(user=user, requests_used=2, tokens_used=70)
+    time_machine.move_to(datetime(2026, 6, 15, 23, 59, tzinfo=UTC), tick=False)
+    reservation = quota_reserve(user=user)
+
+    time_machine.move_to(datetime(2026, 6, 16, 0, 1, tzinfo=UTC), tick=False)
+    quota_settle(reservation_id=reservation.id, tokens=10, charge=True, provided=renaming(user, "D"))
+
+    quota = Quota.objects.get(user=user)
+    assert (quota.period_start, quota.requests_used, quota.tokens_used) == (
+        datetime(2026, 6, 16, tzinfo=UTC),
+        1,
+        10,
+    )
+
+
+def test_settle_refuses_negative_tokens_and_a_write_whose_parameters_clash(user):
+    reservation = quota_reserve(user=user)
+    clashing = rows.Write(
+        "UPDATE auth_user SET first_name = %(charge)s WHERE id = %(quota)s", {"charge": "x", "quota": user.pk}
+    )
+
+    with pytest.raises(ValueError, match="≥ 0"):
+        quota_settle(reservation_id=reservation.id, tokens=-1, charge=True, provided=renaming(user, "E"))
+    with pytest.raises(ValueError, match="clash"):
+        quota_settle(reservation_id=reservation.id, tokens=1, charge=True, provided=clashing)
+
+    assert Reservation.objects.filter(id=reservation.id).exists()
+    user.refresh_from_db()
+    assert user.first_name == ""
