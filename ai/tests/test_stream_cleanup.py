@@ -23,14 +23,22 @@ from quota.tests.factories import ReservationFactory
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def no_replay(settings):
+    """Logs freed as their answers end: the loop that would free them later ends with each test."""
+    settings.AI_STREAM_REPLAY_TTL = 0
+
+
 def stream_in_process(user, message: str) -> list[dict]:
-    """Start an answer and read all its events, in this process (no server)."""
+    """Start an answer and read all its events, in this process (no server); its log is freed."""
     start = services.stream_start(user=user, message=message)
 
     async def read():
         generation = generations.generation_start(start)
         events_ = [event.data async for news in generation.read(0) if news for event in news]
         await generation.task
+        await asyncio.sleep(0.05)  # the replay TTL (0) past
+        assert generations.local(start.answer_id) is None
         return events_
 
     return asyncio.run(read())
