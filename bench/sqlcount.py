@@ -116,6 +116,9 @@ class CountingProxy:
         ]
         try:
             await asyncio.wait(directions, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            pass  # the proxy stops with this connection open: end it quietly (asyncio.streams logs a
+            # cancelled handler's CancelledError as "Exception in callback")
         finally:
             for task in directions:
                 task.cancel()
