@@ -119,7 +119,6 @@ def _start(user, message, conversation_id, adapter, regenerate, create_missing, 
                 conversation_services.conversation_ensure_idle(conversation_id=conversation.pk)
             if conversation.adapter not in settings.AI_ADAPTERS:
                 raise AdapterNotConfigured(conversation.adapter)
-            reservation = quota_services.quota_reserve(user=user)
             exchange_options = {
                 "conversation": conversation,
                 "context_limit": settings.AI_CONTEXT_MESSAGES,
@@ -127,11 +126,14 @@ def _start(user, message, conversation_id, adapter, regenerate, create_missing, 
                 "fingerprint": fingerprint or "",
             }
             if regenerate:
+                reservation = quota_services.quota_reserve(user=user)
                 exchange = conversation_services.exchange_regenerate(**exchange_options)
             else:
+                # The exchange's rows are inserted with the reservation, in its statement.
                 exchange = conversation_services.exchange_start(
-                    content=message, new_conversation=new, **exchange_options
+                    content=message, new_conversation=new, store=False, **exchange_options
                 )
+                reservation = quota_services.quota_reserve(user=user, along=exchange.rows)
     except IntegrityError:
         if key and (retry := _retry_of(key, fingerprint)):
             return retry  # a racing request with the same key won

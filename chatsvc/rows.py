@@ -14,27 +14,48 @@ from dataclasses import dataclass
 from django.db import DEFAULT_DB_ALIAS, connections, models
 
 
-def insert(*rows: models.Model) -> None:
+def insert(*rows: models.Model, before: tuple[tuple[str, list], ...] = ()) -> int | None:
     """INSERT `rows` (every concrete field given), as `bulk_create()` writes them; `auto_now` fields are
     set as `save()` sets them. Rows of one model are one statement; rows of several (each model's in a
     run, parents first) are one statement too on PostgreSQL — the first INSERTs as CTEs of the last, the
-    foreign keys checked at its end — and one per model elsewhere."""
+    foreign keys checked at its end — and one per model elsewhere.
+
+    `before`: other data-modifying statements, (sql, positional params), run first — on PostgreSQL as
+    CTEs of the same statement, elsewhere one by one. Returns how many rows the last of them changed
+    (None without `before`)."""
     db = _connection()
-    statements = []
+    inserts = []
     for model, batch in itertools.groupby(rows, key=type):
         batch = list(batch)
         fields = model._meta.concrete_fields
         values = [field.get_db_prep_save(field.pre_save(row, True), db) for row in batch for field in fields]
-        statements.append((_insert_sql(model, len(batch), db.vendor), values))
-    if db.vendor == "postgresql" and len(statements) > 1:
-        *first, (last, values) = statements
-        ctes = ", ".join(f"inserted_{number} AS ({sql})" for number, (sql, _) in enumerate(first))
-        statements = [(f"WITH {ctes} {last}", [value for _, params in first for value in params] + values)]
+        inserts.append((_insert_sql(model, len(batch), db.vendor), values))
+    changed = None
     with db.cursor() as cursor:
-        for sql, values in statements:
-            cursor.execute(sql, values)
+        if db.vendor == "postgresql" and len(before) + len(inserts) > 1:
+            cursor.execute(*_together(before, inserts))
+            changed = cursor.fetchone()[0] if before else None
+        else:
+            for sql, values in before:
+                cursor.execute(sql, values)
+                changed = cursor.rowcount
+            for sql, values in inserts:
+                cursor.execute(sql, values)
     for row in rows:
         row._state.adding, row._state.db = False, db.alias
+    return changed
+
+
+def _together(before, inserts) -> tuple[str, list]:
+    """`before` and `inserts` as one PostgreSQL statement: the inserts but the last as CTEs of it or,
+    with `before`, every statement a CTE and the rows of the last of `before` counted."""
+    ctes = [(f"{sql} RETURNING 1", values) for sql, values in before] + inserts
+    if before:
+        final = (f"SELECT count(*) FROM step_{len(before) - 1}", [])
+    else:
+        *ctes, final = ctes
+    named = ", ".join(f"step_{number} AS ({sql})" for number, (sql, _) in enumerate(ctes))
+    return f"WITH {named} {final[0]}", [value for _, values in ctes for value in values] + final[1]
 
 
 @functools.cache

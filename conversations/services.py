@@ -113,11 +113,12 @@ RETURNING title, adapter
 
 @dataclass(frozen=True)
 class Exchange:
-    """A question, its (empty, streaming) answer, and the context to send for it."""
+    """A question, its (empty, streaming) answer, the context to send for it, and the rows it adds."""
 
     question: Message
     answer: Message
     context: list[dict]
+    rows: tuple[Conversation | Message, ...]
 
 
 def exchange_start(
@@ -128,6 +129,7 @@ def exchange_start(
     new_conversation: bool = False,
     idempotency_key: str | None = None,
     fingerprint: str = "",
+    store: bool = True,
 ) -> Exchange:
     """Add a user message and its empty, streaming answer, and read the context to send for them.
 
@@ -136,7 +138,8 @@ def exchange_start(
     transaction: it is one part of starting a stream. A conversation not stored yet (a draft) is stored
     with the two messages. The `idempotency_key` is kept with the question;
     one taken already raises `IntegrityError` (the caller's transaction is then lost: the racing
-    request won).
+    request won). With `store=False` the caller inserts `exchange.rows` (the stream's start, with its
+    reservation: `quota_reserve(along=…)`).
     """
     earlier = []
     if not new_conversation and context_limit > 1:
@@ -155,11 +158,13 @@ def exchange_start(
         ),
         _new_answer(conversation, now, position=1),
     )
-    rows.insert(*([conversation] if conversation._state.adding else []), question, answer)
+    added = (*([conversation] if conversation._state.adding else []), question, answer)
+    if store:
+        rows.insert(*added)
     context = [{"role": role, "content": text} for role, text in reversed(earlier)]
     if context_limit > 0:
         context.append({"role": question.role, "content": content})
-    return Exchange(question=question, answer=answer, context=context)
+    return Exchange(question=question, answer=answer, context=context, rows=added)
 
 
 def exchange_regenerate(
@@ -193,7 +198,7 @@ def exchange_regenerate(
     answer.idempotency_key, answer.idempotency_fingerprint = idempotency_key, fingerprint
     answer.save(force_insert=True)
     context = [{"role": role, "content": text} for role, text in reversed(earlier)]
-    return Exchange(question=question, answer=answer, context=context)
+    return Exchange(question=question, answer=answer, context=context, rows=(answer,))
 
 
 def _recent(*, conversation_id, limit: int) -> list[tuple[str, str]]:

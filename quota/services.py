@@ -105,11 +105,16 @@ class ResetResult:
         )
 
 
-def quota_reserve(*, user, now: datetime | None = None) -> Reservation:
+def quota_reserve(*, user, along: tuple = (), now: datetime | None = None) -> Reservation:
     """Hold one request for a generation that is starting, or raise `QuotaExceeded`.
 
     Runs in its own transaction, or joins the caller's (which then holds the row lock until it ends).
+    `along`: rows of the caller's to insert with the reservation, in its statement on PostgreSQL (the
+    stream's question and answer). They are inserted whether or not there is room, so they need the
+    caller's transaction: the refusal, raised through it, rolls them back.
     """
+    if along and not connection.in_atomic_block:
+        raise ValueError("quota_reserve(along=…) needs the caller's transaction to roll them back.")
     now = now or timezone.now()
     with transaction.atomic(savepoint=False):
         quota = _locked_quota(user_id=user.pk, now=now)
@@ -125,7 +130,9 @@ def quota_reserve(*, user, now: datetime | None = None) -> Reservation:
         )
         if status.tokens_remaining == 0:
             refusal = QuotaExceeded(resource="tokens", resets_at=status.resets_at, now=now)
-        elif _sweep_and_insert_if_room(reservation, used=status.requests_used, limit=status.request_limit):
+        elif _sweep_and_insert_if_room(
+            reservation, used=status.requests_used, limit=status.request_limit, along=along
+        ):
             return reservation
         else:
             refusal = QuotaExceeded(resource="requests", resets_at=status.resets_at, now=now)
@@ -134,12 +141,16 @@ def quota_reserve(*, user, now: datetime | None = None) -> Reservation:
     raise refusal
 
 
-def _sweep_and_insert_if_room(reservation: Reservation, *, used: int, limit: int | None) -> bool:
+def _sweep_and_insert_if_room(
+    reservation: Reservation, *, used: int, limit: int | None, along: tuple
+) -> bool:
     """Delete the quota's expired reservations, then insert `reservation` if `used` plus the live ones
-    leave room under `limit` (None: no limit). The quota row is locked, so the count is current.
+    leave room under `limit` (None: no limit), and `along` in any case. The quota row is locked, so the
+    count is current.
 
-    On PostgreSQL one statement, the sweep a CTE: the count reads the snapshot from before it, and
-    counts live reservations only; elsewhere (SQLite) the sweep is a statement of its own.
+    On PostgreSQL one statement (`rows.insert`'s, the sweep and the reservation CTEs of it): the count
+    reads the snapshot from before the sweep, and counts live reservations only; elsewhere (SQLite)
+    each is a statement of its own.
     """
     adapt = connection.ops.adapt_datetimefield_value
     now = adapt(reservation.created_at)
@@ -160,13 +171,7 @@ def _sweep_and_insert_if_room(reservation: Reservation, *, used: int, limit: int
         live = "SELECT count(*) FROM quota_reservation WHERE quota_id = %s AND expires_at > %s"
         insert += f" WHERE %s + ({live}) < %s"
         params += [used, reservation.quota_id, now, limit]  # in the order of the placeholders
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(f"WITH swept AS ({sweep}) {insert}", sweep_params + params)
-        else:
-            cursor.execute(sweep, sweep_params)
-            cursor.execute(insert, params)
-        return cursor.rowcount == 1
+    return rows.insert(*along, before=((sweep, sweep_params), (insert, params))) == 1
 
 
 def quota_commit(*, reservation_id: str, tokens: int, now: datetime | None = None) -> QuotaStatus:

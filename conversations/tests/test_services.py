@@ -63,6 +63,21 @@ def test_a_draft_conversation_is_stored_with_its_first_exchange_in_one_statement
 
 
 @pytest.mark.django_db
+def test_an_exchange_not_stored_leaves_its_rows_to_the_caller_parents_first(user):
+    conversation = services.conversation_draft(user=user, adapter="default", title="Hi")
+
+    with CaptureQueriesContext(connection) as queries:
+        exchange = services.exchange_start(
+            conversation=conversation, content="Hi", context_limit=10, new_conversation=True, store=False
+        )
+
+    assert len(queries) == 0
+    assert exchange.rows == (conversation, exchange.question, exchange.answer)
+    rows.insert(*exchange.rows)
+    assert list(selectors.message_list(conversation=conversation)) == [exchange.question, exchange.answer]
+
+
+@pytest.mark.django_db
 def test_a_draft_whose_exchange_fails_leaves_no_conversation(user):
     """The messages' INSERT fails (an idempotency key taken): the conversation's, in its CTE, goes too."""
     taken = services.exchange_start(

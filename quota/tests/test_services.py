@@ -8,6 +8,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from chatsvc import rows
+from conversations.models import Conversation, Message
 from quota.exceptions import QuotaExceeded
 from quota.models import Quota, Reservation
 from quota.services import (
@@ -397,3 +398,44 @@ def test_settle_refuses_negative_tokens_and_a_write_whose_parameters_clash(user)
     assert Reservation.objects.filter(id=reservation.id).exists()
     user.refresh_from_db()
     assert user.first_name == ""
+
+
+def along_rows(user):
+    """Rows of another app that a reservation inserts with it: a conversation and a message of it."""
+    conversation = Conversation(user=user, title="t", adapter="mock")
+    message = Message(conversation=conversation, role="user", content="q", created_at=NOW, updated_at=NOW)
+    return conversation, message
+
+
+def test_reserve_inserts_the_callers_rows_with_the_reservation(user, settle_path):
+    QuotaFactory(user=user)
+    rows_ = along_rows(user)
+
+    with transaction.atomic(), CaptureQueriesContext(connection) as statements:
+        reservation = quota_reserve(user=user, along=rows_)
+
+    assert Reservation.objects.filter(id=reservation.id).exists()
+    assert Message.objects.get().conversation_id == rows_[0].pk
+    # On PostgreSQL the lock, then one statement: sweep, reservation and rows (SAVEPOINTs aside).
+    written = [q["sql"] for q in statements if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    assert (len(written) == 2) == (settle_path == "postgresql")
+
+
+def test_a_refused_reservation_rolls_its_callers_rows_back_with_the_transaction(user, settle_path):
+    QuotaFactory(user=user, requests_used=3)
+
+    with pytest.raises(QuotaExceeded), transaction.atomic():
+        quota_reserve(user=user, along=along_rows(user))
+
+    assert not Conversation.objects.exists()
+    assert not Message.objects.exists()
+    assert not Reservation.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reserve_refuses_rows_to_insert_outside_a_transaction(user):
+    with pytest.raises(ValueError, match="transaction"):
+        quota_reserve(user=user, along=along_rows(user))
+
+    assert not Reservation.objects.exists()
+    assert not Conversation.objects.exists()
