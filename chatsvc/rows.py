@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from django.db import DEFAULT_DB_ALIAS, connections, models
 
 
-def insert(*rows: models.Model, before: tuple[tuple[str, list], ...] = ()) -> int | None:
+def insert(*rows: models.Model, before: tuple["Write", ...] = ()) -> int | None:
     """INSERT `rows` (every concrete field given), as `bulk_create()` writes them; `auto_now` fields are
     set as `save()` sets them. Rows of one model are one statement; rows of several (each model's in a
     run, parents first) are one statement too on PostgreSQL — the first INSERTs as CTEs of the last, the
     foreign keys checked at its end — and one per model elsewhere.
 
-    `before`: other data-modifying statements, (sql, positional params), run first — on PostgreSQL as
-    CTEs of the same statement, elsewhere one by one. Returns how many rows the last of them changed
+    `before`: other data-modifying statements (their parameters positional), run first — on PostgreSQL
+    as CTEs of the same statement, elsewhere one by one. Returns how many rows the last of them changed
     (None without `before`)."""
     db = _connection()
     inserts = []
@@ -36,8 +36,8 @@ def insert(*rows: models.Model, before: tuple[tuple[str, list], ...] = ()) -> in
             cursor.execute(*_together(before, inserts))
             changed = cursor.fetchone()[0] if before else None
         else:
-            for sql, values in before:
-                cursor.execute(sql, values)
+            for write in before:
+                cursor.execute(write.sql, write.params)
                 changed = cursor.rowcount
             for sql, values in inserts:
                 cursor.execute(sql, values)
@@ -49,7 +49,7 @@ def insert(*rows: models.Model, before: tuple[tuple[str, list], ...] = ()) -> in
 def _together(before, inserts) -> tuple[str, list]:
     """`before` and `inserts` as one PostgreSQL statement: the inserts but the last as CTEs of it or,
     with `before`, every statement a CTE and the rows of the last of `before` counted."""
-    ctes = [(f"{sql} RETURNING 1", values) for sql, values in before] + inserts
+    ctes = [(f"{write.sql} RETURNING 1", write.params) for write in before] + inserts
     if before:
         final = (f"SELECT count(*) FROM step_{len(before) - 1}", [])
     else:
@@ -71,11 +71,12 @@ def _insert_sql(model: type[models.Model], count: int, vendor: str) -> str:
 
 @dataclass(frozen=True)
 class Write:
-    """A data-modifying statement not run yet, its parameters named: `run()` runs it; a service that
-    writes its own rows on it can take it instead and run both as one statement (`quota_settle`)."""
+    """A data-modifying statement not run yet: `run()` runs it; a service that writes its own rows on it
+    can take it instead and run both as one statement (`quota_settle` takes one with named parameters,
+    `insert(before=…)` ones with positional parameters)."""
 
     sql: str
-    params: dict
+    params: dict | list
 
 
 def run(write: Write) -> int:

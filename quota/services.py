@@ -171,7 +171,7 @@ def _sweep_and_insert_if_room(
         live = "SELECT count(*) FROM quota_reservation WHERE quota_id = %s AND expires_at > %s"
         insert += f" WHERE %s + ({live}) < %s"
         params += [used, reservation.quota_id, now, limit]  # in the order of the placeholders
-    return rows.insert(*along, before=((sweep, sweep_params), (insert, params))) == 1
+    return rows.insert(*along, before=(rows.Write(sweep, sweep_params), rows.Write(insert, params))) == 1
 
 
 def quota_commit(*, reservation_id: str, tokens: int, now: datetime | None = None) -> QuotaStatus:
