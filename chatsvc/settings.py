@@ -111,6 +111,7 @@ TEMPLATES = [
 # PostgreSQL (psycopg 3 with Django's connection pool) in production and tests; SQLite for `make run`.
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["ENGINE"] = "chatsvc.database"  # Django's, its pool's check without a round trip
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections; Django must not
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
@@ -119,8 +120,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # A connection idle this long is closed, one per such period, down to min_size.
         "max_idle": env.float("DATABASE_POOL_MAX_IDLE", default=600),
     }
-    # The pool checks a connection as it hands it out (`ConnectionPool.check_connection`): after a
-    # database restart, no request gets a dead one.
+    # The pool checks a connection as it hands it out (`chatsvc.database.base.check_connection`): after
+    # a database restart, no request gets a dead one.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # Nothing waits forever: a lock wait or a statement longer than these fails (seconds; 0: no limit).
     # Options given in DATABASE_URL (`?options=…`) come last, so they win.
