@@ -29,33 +29,36 @@ def insert(*rows: models.Model, before: tuple["Write", ...] = ()) -> int | None:
         batch = list(batch)
         fields = model._meta.concrete_fields
         values = [field.get_db_prep_save(field.pre_save(row, True), db) for row in batch for field in fields]
-        inserts.append((_insert_sql(model, len(batch), db.vendor), values))
+        inserts.append(Write(_insert_sql(model, len(batch), db.vendor), values))
     changed = None
     with db.cursor() as cursor:
         if db.vendor == "postgresql" and len(before) + len(inserts) > 1:
-            cursor.execute(*_together(before, inserts))
+            together = _together(before, inserts)
+            cursor.execute(together.sql, together.params)
             changed = cursor.fetchone()[0] if before else None
         else:
             for write in before:
                 cursor.execute(write.sql, write.params)
                 changed = cursor.rowcount
-            for sql, values in inserts:
-                cursor.execute(sql, values)
+            for write in inserts:
+                cursor.execute(write.sql, write.params)
     for row in rows:
         row._state.adding, row._state.db = False, db.alias
     return changed
 
 
-def _together(before, inserts) -> tuple[str, list]:
+def _together(before: tuple["Write", ...], inserts: list["Write"]) -> "Write":
     """`before` and `inserts` as one PostgreSQL statement: the inserts but the last as CTEs of it or,
     with `before`, every statement a CTE and the rows of the last of `before` counted."""
-    ctes = [(f"{write.sql} RETURNING 1", write.params) for write in before] + inserts
+    ctes = [Write(f"{write.sql} RETURNING 1", write.params) for write in before] + inserts
     if before:
-        final = (f"SELECT count(*) FROM step_{len(before) - 1}", [])
+        final = Write(f"SELECT count(*) FROM step_{len(before) - 1}", [])
     else:
         *ctes, final = ctes
-    named = ", ".join(f"step_{number} AS ({sql})" for number, (sql, _) in enumerate(ctes))
-    return f"WITH {named} {final[0]}", [value for _, values in ctes for value in values] + final[1]
+    named = ", ".join(f"step_{number} AS ({write.sql})" for number, write in enumerate(ctes))
+    return Write(
+        f"WITH {named} {final.sql}", [value for write in ctes for value in write.params] + final.params
+    )
 
 
 @functools.cache
