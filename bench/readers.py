@@ -16,6 +16,10 @@ with its receive time, and checked:
   events are the local reader's, `data` byte for byte (any difference is a violation, listed);
 - lag: for each event a remote reader received live (after its response began, not as its backlog),
   its receive time minus the local reader's for the same id;
+- steady lag: the same, of the events the local readers received while the load was whole — after the
+  last remote reader's response began, before the first answer ended: every answer running with its 5
+  readers, no reader attaching (the lag above includes the attach storm, when the answers start and
+  their readers attach; `spread_ms` plus the attach time, which `chunks` must outlast);
 - attach: how long a remote reader waited for its response to begin (the server's first pull done).
 """
 
@@ -165,15 +169,26 @@ def _difference(expected: list, got: list) -> str:
     return f"{len(got)} events instead of {len(expected)} (ids {ids})"
 
 
-def lags_ms(answer: Answer) -> list[float]:
-    """Each remote reader's live events: how long after the local reader it received each."""
+def lags_ms(answer: Answer, since: float = 0.0, until: float = float("inf")) -> list[float]:
+    """Each remote reader's live events (those the local reader received between `since` and `until`):
+    how long after the local reader it received each."""
     local_at = {event_id: at for event_id, _, at in answer.local.events}
     lags = []
     for remote in answer.remote:
+        if remote.began is None:
+            continue
         for event_id, _, at in remote.events:
-            if event_id in local_at and remote.began is not None and local_at[event_id] >= remote.began:
+            if event_id in local_at and max(remote.began, since) <= local_at[event_id] <= until:
                 lags.append((at - local_at[event_id]) * 1000)
     return lags
+
+
+def steady_window(answers: list[Answer]) -> tuple[float, float]:
+    """When the whole load ran: from the last remote reader's response to the first answer's end
+    (empty, `since` > `until`, when an answer ended before every reader had attached)."""
+    since = max((r.began for a in answers for r in a.remote if r.began is not None), default=0.0)
+    until = min((a.local.events[-1][2] for a in answers if a.local.events), default=0.0)
+    return since, until
 
 
 async def run(job: dict) -> dict:
@@ -193,6 +208,8 @@ async def run(job: dict) -> dict:
     if pending:
         problems.append(f"{len(pending)} answers still running after {job['timeout']} s")
     lags = [lag for answer in answers for lag in lags_ms(answer)]
+    since, until = steady_window(answers)
+    steady = [lag for answer in answers for lag in lags_ms(answer, since, until)]
     readings = [reading for answer in answers for reading in (answer.local, *answer.remote)]
     remote = [reading for answer in answers for reading in answer.remote if reading.began is not None]
     attach = [(reading.began - reading.asked) * 1000 for reading in remote]
@@ -208,6 +225,11 @@ async def run(job: dict) -> dict:
         "lag_p50_ms": percentile(lags, 0.50),
         "lag_p99_ms": percentile(lags, 0.99),
         "lag_max_ms": max(lags, default=None),
+        "steady_s": max(0.0, until - since),
+        "steady_lag_samples": len(steady),
+        "steady_lag_p50_ms": percentile(steady, 0.50),
+        "steady_lag_p99_ms": percentile(steady, 0.99),
+        "steady_lag_max_ms": max(steady, default=None),
         "attach_p50_ms": percentile(attach, 0.50),
         "attach_p99_ms": percentile(attach, 0.99),
         "violations": len(problems),

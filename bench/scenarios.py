@@ -30,7 +30,7 @@ from bench.servers import CLIENT_CORE, Server, pinned
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")  # a database of R's own
 COLD_WAIT = 1.0  # seconds between the server's first answer and the cold burst
-READ_JOB = {"remote_readers": 4, "chunks": 40, "delay_ms": 100, "spread_ms": 2000}  # R's answers
+READ_JOB = {"remote_readers": 4, "chunks": 100, "delay_ms": 100, "spread_ms": 2000}  # R's answers
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,8 @@ def readers(app: App, scale: Scale, *, log_dir: Path, label: str) -> dict:
     ):
         warm_up(owner, scale)
         job = {"owner_port": owner.port, "reader_port": other.port, "token": app.token, "timeout": 120}
-        _load("bench.readers", {**job, **READ_JOB, "answers": 20})  # the reader process's warm-up
+        warming = {**job, **READ_JOB, "answers": 20, "chunks": 10}  # the reader process's warm-up
+        _load("bench.readers", warming)
         cpu_before = owner.cpu_seconds() + other.cpu_seconds()
         with PeakSampler(owner) as sampler:  # the database's connections: both processes'
             result = _load("bench.readers", {**job, **READ_JOB, "answers": scale.reads})
@@ -227,6 +228,11 @@ def readers(app: App, scale: Scale, *, log_dir: Path, label: str) -> dict:
         "r_lag_p50": result["lag_p50_ms"],
         "r_lag_p99": result["lag_p99_ms"],
         "r_lag_max": result["lag_max_ms"],
+        "r_steady_s": result["steady_s"],
+        "r_steady_lag_p50": result["steady_lag_p50_ms"],
+        "r_steady_lag_p99": result["steady_lag_p99_ms"],
+        "r_steady_lag_max": result["steady_lag_max_ms"],
+        "r_steady_lag_samples": result["steady_lag_samples"],
         "r_attach_p50": result["attach_p50_ms"],
         "r_attach_p99": result["attach_p99_ms"],
         "r_lag_samples": result["lag_samples"],
