@@ -258,6 +258,22 @@ QUOTA_DEFAULT_TOKEN_LIMIT = env_optional("QUOTA_DEFAULT_TOKEN_LIMIT", int, None)
 QUOTA_RESERVATION_TTL = env.float("QUOTA_RESERVATION_TTL", default=600.0)
 QUOTA_CHARGE_INTERRUPTED = env.bool("QUOTA_CHARGE_INTERRUPTED", default=False)
 
+
+# --- The server process: CPython's cycle collector (chatsvc.asgi.tune_the_collector) ---------------
+def _gc_threshold(raw: str) -> tuple[int, int, int]:
+    try:
+        threshold = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        threshold = ()
+    if len(threshold) != 3 or threshold[0] < 1 or min(threshold) < 0:
+        raise ImproperlyConfigured(
+            f"GC_THRESHOLD must be three whole numbers, the first above 0 (gc.set_threshold), not {raw!r}."
+        )
+    return threshold
+
+
+GC_THRESHOLD = _gc_threshold(env.str("GC_THRESHOLD", default="2000,10,100"))
+
 # --- Metrics (chatsvc.metrics): GET /metrics for staff sessions and `Authorization: Bearer <METRICS_TOKEN>`
 METRICS_TOKEN = env_optional("METRICS_TOKEN", str, None)
 METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)  # false: nothing is counted

@@ -189,3 +189,33 @@ def test_database_timeouts_come_from_the_environment_and_the_url_options_win(run
 
     options = found["DATABASES"]["default"]["OPTIONS"]["options"]
     assert options == "-c lock_timeout=2500 -c statement_timeout=0 -c statement_timeout=5s"
+
+
+SERVER_COLLECTOR = """
+import gc, json
+print(json.dumps({"before": gc.get_threshold(), "frozen_before": gc.get_freeze_count()}))
+import chatsvc.asgi
+print(json.dumps({"after": gc.get_threshold(), "frozen": gc.get_freeze_count()}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "threshold"), [({}, [2000, 10, 100]), ({"GC_THRESHOLD": "1500,7,42"}, [1500, 7, 42])]
+)
+def test_a_server_process_freezes_its_start_up_and_sets_the_collector(run_django, tmp_path, env, threshold):
+    database = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}  # the start-up sweep's: none here
+    result = run_django(SERVER_COLLECTOR, **database, **env)
+
+    assert result.returncode == 0, result.stderr
+    before, after = (json.loads(line) for line in result.stdout.strip().splitlines()[-2:])
+    assert before == {"before": [700, 10, 10], "frozen_before": 0}  # CPython's, until the server's module
+    assert after["after"] == threshold
+    assert after["frozen"] > 50_000  # Django's, DRF's, channels' … modules, classes and functions
+
+
+@pytest.mark.parametrize("value", ["2000,10", "a,b,c", "0,10,10", "2000,-1,10"])
+def test_a_malformed_gc_threshold_refuses_to_start(run_django, value):
+    result = run_django("", GC_THRESHOLD=value)
+
+    assert result.returncode != 0
+    assert "GC_THRESHOLD must be three whole numbers" in result.stderr
