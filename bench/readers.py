@@ -17,7 +17,7 @@ with its receive time, and checked:
 - lag: for each event a remote reader received live (after its response began, not as its backlog),
   its receive time minus the local reader's for the same id;
 - steady lag: the same, of the events the local readers received while the load was whole — after the
-  last remote reader's response began, before the first answer ended: every answer running with its 5
+  last remote reader's response began, before the first answer ended: every answer running with all its
   readers, no reader attaching (the lag above includes the attach storm, when the answers start and
   their readers attach; `spread_ms` plus the attach time, which `chunks` must outlast);
 - attach: how long a remote reader waited for its response to begin (the server's first pull done).
@@ -186,8 +186,8 @@ def lags_ms(answer: Answer, since: float = 0.0, until: float = float("inf")) -> 
 def steady_window(answers: list[Answer]) -> tuple[float, float]:
     """When the whole load ran: from the last remote reader's response to the first answer's end
     (empty, `since` > `until`, when an answer ended before every reader had attached)."""
-    since = max((r.began for a in answers for r in a.remote if r.began is not None), default=0.0)
-    until = min((a.local.events[-1][2] for a in answers if a.local.events), default=0.0)
+    since = max((r.began for a in answers for r in a.remote if r.began is not None), default=float("inf"))
+    until = min((a.local.events[-1][2] for a in answers if a.local.events), default=float("-inf"))
     return since, until
 
 
@@ -229,7 +229,6 @@ async def run(job: dict) -> dict:
         "steady_lag_samples": len(steady),
         "steady_lag_p50_ms": percentile(steady, 0.50),
         "steady_lag_p99_ms": percentile(steady, 0.99),
-        "steady_lag_max_ms": max(steady, default=None),
         "attach_p50_ms": percentile(attach, 0.50),
         "attach_p99_ms": percentile(attach, 0.99),
         "violations": len(problems),

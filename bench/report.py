@@ -208,8 +208,8 @@ def readers_section(results: dict) -> str:
         f"{job['spread_ms'] / 1000:g} s. Lag: each event a remote reader got live, against the local "
         "reader's receive time of the same id; steady load: the events of the window in which every "
         "answer ran with its readers attached (from the last remote reader's response to the first "
-        "answer's end), the load the target is set for — the whole run adds the attach storm, 1,000 "
-        "requests within a few seconds on the servers' one shared core."
+        "answer's end), the load the target is set for — the whole run adds the attach storm, every "
+        "answer's POST and its readers' GETs within a few seconds."
     )
     table = ["| R figure (median of rounds) | value | target |", "|---|---|---|", *map(_row, rows)]
     return title + "\n\n" + "\n".join(table)
@@ -315,6 +315,10 @@ def problems(results: dict) -> list[str]:
                 found.append(f"{where}: R readers failed {f['r_readers_failed']}")
             if f.get("r_violations"):
                 found.append(f"{where}: R found {f['r_violations']} readers' problems (listed at the end)")
+            if "r_steady_lag_samples" in f and not f["r_steady_lag_samples"]:
+                found.append(
+                    f"{where}: R had no steady window (an answer ended before every reader attached)"
+                )
             for scenario, key in (
                 ("T", "t_client_cpu_pct"),
                 ("C1000", "c_client_cpu_pct"),

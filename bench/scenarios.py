@@ -231,7 +231,6 @@ def readers(app: App, scale: Scale, *, log_dir: Path, label: str) -> dict:
         "r_steady_s": result["steady_s"],
         "r_steady_lag_p50": result["steady_lag_p50_ms"],
         "r_steady_lag_p99": result["steady_lag_p99_ms"],
-        "r_steady_lag_max": result["steady_lag_max_ms"],
         "r_steady_lag_samples": result["steady_lag_samples"],
         "r_attach_p50": result["attach_p50_ms"],
         "r_attach_p99": result["attach_p99_ms"],

@@ -261,13 +261,15 @@ QUOTA_CHARGE_INTERRUPTED = env.bool("QUOTA_CHARGE_INTERRUPTED", default=False)
 
 # --- The server process: CPython's cycle collector (chatsvc.asgi.tune_the_collector) ---------------
 def _gc_threshold(raw: str) -> tuple[int, int, int]:
+    """`gc.set_threshold`'s three numbers, each at least 1 (0 would turn the collector, or the
+    pacing of its older generations, off)."""
     try:
         threshold = tuple(int(part) for part in raw.split(","))
     except ValueError:
         threshold = ()
-    if len(threshold) != 3 or threshold[0] < 1 or min(threshold) < 0:
+    if len(threshold) != 3 or min(threshold) < 1:
         raise ImproperlyConfigured(
-            f"GC_THRESHOLD must be three whole numbers, the first above 0 (gc.set_threshold), not {raw!r}."
+            f"GC_THRESHOLD must be three whole numbers of at least 1 (gc.set_threshold), not {raw!r}."
         )
     return threshold
 
