@@ -114,7 +114,11 @@ class LiveASGIServer:
             stdout=open(log_path, "wb"),  # noqa: SIM115 (the process owns it)
             stderr=subprocess.STDOUT,
         )
-        self._wait_until_serving()
+        try:
+            self._wait_until_serving()
+        except BaseException:
+            self.stop(signal.SIGKILL)  # its test fails; its process must not outlive it
+            raise
 
     def _wait_until_serving(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

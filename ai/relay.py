@@ -27,13 +27,9 @@ from ai.events import INTERRUPTED, EventLog, error_data
 
 logger = logging.getLogger("ai.relay")
 
-RECONNECT_DELAY = 1.0  # seconds between two attempts to listen again after a layer failure
+RECONNECT_DELAY = 1.0  # seconds between two attempts to subscribe while Redis cannot be reached
 BATCH_WINDOW = 0.005  # seconds an owner waits, once it has news for a follower, to send more at once
 MIRROR_KEPT = 60.0  # seconds an ended answer's copy is kept for readers that never began
-# Layer calls in flight at once: redis-py's pool (100 connections since redis 8) fails a command at once
-# when every connection is busy, so a burst (a thousand answers starting, readers reattaching after a
-# deploy) waits its turn here instead; the rest of the pool is for `receive` and channels' own work.
-LAYER_CALLS = 50
 JOIN_WAIT = 1.0  # seconds an answer waits, at most, for its owner to join its group before it begins
 
 
@@ -74,7 +70,6 @@ class _Relay:
         self.channel: str | None = None
         self._listener: asyncio.Task | None = None
         self._ready: asyncio.Future | None = None
-        self._calls: asyncio.Semaphore | None = None
         self._contacts: dict[uuid.UUID, asyncio.Task] = {}  # first contacts under way, by answer
         self._replies: dict[str, asyncio.Future] = {}
         self._tasks: set[asyncio.Task] = set()  # answers to pulls and stops; followers
@@ -86,44 +81,37 @@ class _Relay:
         """This process's channel name, listening (started at first use)."""
         if self._ready is None:
             self.layer = get_channel_layer()
-            self._calls = asyncio.Semaphore(LAYER_CALLS)
             self._ready = asyncio.get_running_loop().create_future()
             self._listener = asyncio.get_running_loop().create_task(self._listen())
         return await asyncio.shield(self._ready)
 
     async def _listen(self) -> None:
-        self.channel = await self.layer.new_channel()
+        """Subscribe to this process's channel, then hand each message to its `on_…` handler. A Redis
+        lost meanwhile is the layer's to reconnect to (redis-py's subscriber subscribes again to the
+        channel and the answers' groups): its `receive` only waits longer."""
+        self.channel = await self._new_channel()
         self._ready.set_result(self.channel)
-        lost = False
         while True:
-            try:
-                if lost:
-                    await self._rejoin()
-                    lost = False
-                message = await self.layer.receive(self.channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.warning("channel layer failed; listening again", exc_info=True)
-                lost = True
-                await asyncio.sleep(RECONNECT_DELAY)
-                continue
+            message = await self.layer.receive(self.channel)
             handler = getattr(self, "on_" + message.get("type", "").replace(".", "_"), None)
             if handler is not None:
                 handler(message)
 
-    async def _rejoin(self) -> None:
-        """Join again the groups of the answers this process keeps: a restarted Redis forgot them."""
-        from ai.generations import kept
-
-        for answer_id in kept():
-            await self.call("group_add", _group(answer_id), self.channel)
+    async def _new_channel(self) -> str:
+        """A channel of this process's, subscribed: tried again while Redis cannot be reached (a server
+        that starts with it down serves its own answers meanwhile)."""
+        while True:
+            try:
+                return await self.layer.new_channel()
+            except Exception:
+                logger.warning("channel layer unreachable; trying again", exc_info=True)
+                await asyncio.sleep(RECONNECT_DELAY)
 
     async def call(self, name: str, *arguments) -> None:
-        """The layer's `name` (send, group_send, group_add, group_discard), at most `LAYER_CALLS` at once;
-        its callers have awaited `ready()` (they need the channel's name anyway)."""
-        async with self._calls:
-            await getattr(self.layer, name)(*arguments)
+        """The layer's `name` (send, group_send, group_add, group_discard): one PUBLISH or SUBSCRIBE at a
+        time on the layer's connection, however many wait (a thousand answers starting, readers
+        reattaching after a deploy); its callers have awaited `ready()` (they need the channel's name)."""
+        await getattr(self.layer, name)(*arguments)
 
     def spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -188,6 +176,9 @@ class _Relay:
             found, gone = _news_of(pull.after, local)
         events = {key: [[event.id, event.data] for event in news] for key, news in found.items()}
         await self.send(pull.message["reply_to"], _reply(pull.message, events=events, gone=gone))
+
+    def on_echo(self, message: dict) -> None:
+        self.spawn(self.send(message["reply_to"], _reply(message)))
 
     def on_answer_stop(self, message: dict) -> None:
         self.spawn(self._answer_stop(message))
@@ -440,6 +431,19 @@ async def stop_remote(answer_id: uuid.UUID) -> bool:
         message, to=_group(answer_id), group=True, patience=settings.AI_STREAM_OWNER_TIMEOUT
     )
     return bool(reply and reply.get("found"))
+
+
+async def echo() -> bool:
+    """Whether a message this process sends itself through the channels layer comes back (`/healthz`);
+    False at once while the process cannot subscribe to its channel (Redis unreachable)."""
+    if not enabled():
+        return False
+    try:
+        channel = await asyncio.wait_for(_relay.ready(), JOIN_WAIT)  # a subscription is one round trip
+    except TimeoutError:
+        return False
+    reply = await _relay.ask({"type": "echo"}, to=channel, patience=settings.AI_STREAM_OWNER_TIMEOUT)
+    return reply is not None
 
 
 async def close() -> None:

@@ -146,12 +146,14 @@ DATABASE_RETRY_SECONDS = env.float("DATABASE_RETRY_SECONDS", default=30.0)
 REDIS_URL = env.str("REDIS_URL", default="")
 CHANNEL_LAYERS = {
     "default": (
-        # Room for many pulls and replies on a process's channel (ai.relay); the default is 100. A read
-        # may take longer than channels' 5 s blocking pop: redis-py 8's default socket timeout (5 s)
-        # would cut the pop, and the message it took, off.
+        # Redis's publish/subscribe: a message is one PUBLISH, pushed at once to the process that
+        # listens (ai.relay: a process's channel and its answers' groups), where channels_redis's
+        # list-based layer takes four round trips to send and a blocking pop to receive (`make bench`'s
+        # R: a remote reader's lag p99 ~130 → ~40 ms). Nothing is kept for a process not listening,
+        # which the relay does not need: a reply that never comes is an owner gone.
         {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "capacity": 10_000},
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},
         }
         if REDIS_URL
         else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
