@@ -63,10 +63,6 @@ def _authenticate_token(authorization: str):
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     """One socket of `WebSocketChatTransport`: its requests, each a task, by `requestId`."""
 
-    # Other processes are reached through `ai.relay`'s one channel per process: a socket needs no
-    # channel of its own (on the pub/sub layer, one would cost a SUBSCRIBE and an UNSUBSCRIBE).
-    channel_layer_alias = None
-
     async def connect(self):
         self.requests: dict[str, tuple[asyncio.Task, str]] = {}  # requestId → (its task, send | resume)
         self.answers: dict[str, str] = {}  # requestId of a send → the answer it started

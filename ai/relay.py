@@ -22,15 +22,20 @@ from collections.abc import AsyncIterator
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from ai.events import INTERRUPTED, EventLog, error_data
 
 logger = logging.getLogger("ai.relay")
 
-RECONNECT_DELAY = 1.0  # seconds between two attempts to subscribe while Redis cannot be reached
+RECONNECT_DELAY = 1.0  # seconds before a failed subscription is tried again (doubling, up to…)
+RECONNECT_DELAY_MAX = 30.0  # … this: channels_redis keeps a little of each failed attempt
 BATCH_WINDOW = 0.005  # seconds an owner waits, once it has news for a follower, to send more at once
 MIRROR_KEPT = 60.0  # seconds an ended answer's copy is kept for readers that never began
 JOIN_WAIT = 1.0  # seconds an answer waits, at most, for its owner to join its group before it begins
+
+
+LAYER = "relay"  # the alias of its channels layer in CHANNEL_LAYERS (no other code uses one)
 
 
 def enabled() -> bool:
@@ -76,36 +81,32 @@ class _Relay:
         self.mirrors: dict[uuid.UUID, Mirror] = {}
         self.followers: dict[str, _Follower] = {}  # by owner channel
         self._follows: dict[str, _Pull] = {}  # the pending follow of each follower, by its channel
+        self.unreachable = False  # the last attempt to subscribe failed: Redis cannot be reached
 
     async def ready(self) -> str:
         """This process's channel name, listening (started at first use)."""
         if self._ready is None:
-            self.layer = get_channel_layer()
+            self.layer = get_channel_layer(LAYER)
             self._ready = asyncio.get_running_loop().create_future()
             self._listener = asyncio.get_running_loop().create_task(self._listen())
         return await asyncio.shield(self._ready)
 
     async def _listen(self) -> None:
         """Subscribe to this process's channel, then hand each message to its `on_…` handler. A Redis
-        lost meanwhile is the layer's to reconnect to (redis-py's subscriber subscribes again to the
-        channel and the answers' groups): its `receive` only waits longer."""
-        self.channel = await self._new_channel()
+        lost meanwhile is the layer's to reconnect to (redis-py's subscriber subscribes again to what
+        it had subscribed to): its `receive` only waits longer."""
+        self.channel = await retried(self.layer.new_channel, "subscribe to this process's channel")
         self._ready.set_result(self.channel)
         while True:
-            message = await self.layer.receive(self.channel)
-            handler = getattr(self, "on_" + message.get("type", "").replace(".", "_"), None)
-            if handler is not None:
-                handler(message)
-
-    async def _new_channel(self) -> str:
-        """A channel of this process's, subscribed: tried again while Redis cannot be reached (a server
-        that starts with it down serves its own answers meanwhile)."""
-        while True:
             try:
-                return await self.layer.new_channel()
-            except Exception:
-                logger.warning("channel layer unreachable; trying again", exc_info=True)
-                await asyncio.sleep(RECONNECT_DELAY)
+                message = await self.layer.receive(self.channel)
+                handler = getattr(self, "on_" + message.get("type", "").replace(".", "_"), None)
+                if handler is not None:
+                    handler(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a message it cannot read must not end the listening
+                logger.exception("channel layer message dropped")
 
     async def call(self, name: str, *arguments) -> None:
         """The layer's `name` (send, group_send, group_add, group_discard): one PUBLISH or SUBSCRIBE at a
@@ -213,12 +214,13 @@ class _Relay:
         waiter = asyncio.get_running_loop().create_future()
         self._replies[request_id] = waiter
         try:
-            message = {**message, "request_id": request_id, "reply_to": await self.ready()}
-            await self.call("group_send" if group else "send", to, message)
-            if sent is not None:
-                sent.set_result(None)
-            return await asyncio.wait_for(waiter, patience)
-        except (TimeoutError, OSError, ConnectionError):
+            async with asyncio.timeout(patience):  # this process's channel and the send included
+                message = {**message, "request_id": request_id, "reply_to": await self.ready()}
+                await self.call("group_send" if group else "send", to, message)
+                if sent is not None:
+                    sent.set_result(None)
+                return await waiter
+        except (TimeoutError, OSError, ConnectionError, RedisError):
             return None
         except Exception:
             logger.warning("channel layer request failed", exc_info=True)
@@ -373,24 +375,58 @@ _relay = _Relay()
 
 async def owner_joined(answer_id: uuid.UUID) -> None:
     """Make this process reachable as the answer's owner, before the answer's first event: a reader
-    elsewhere may ask for it as soon as it learns its id. A layer slower than `JOIN_WAIT` is not waited
-    for (the join goes on in the background)."""
+    elsewhere may ask for it as soon as it learns its id. A layer slower than `JOIN_WAIT`, or Redis
+    unreachable, is not waited for: the join goes on in the background, tried again until it is made
+    or the answer's log is freed."""
     if enabled():
-        await asyncio.wait({_relay.spawn(_membership("add", answer_id))}, timeout=JOIN_WAIT)
+        joining = _relay.spawn(_join(answer_id))
+        if not _relay.unreachable:
+            await asyncio.wait({joining}, timeout=JOIN_WAIT)
+
+
+async def _join(answer_id: uuid.UUID) -> None:
+    from ai.generations import local
+
+    async def group_add() -> None:
+        await _relay.call("group_add", _group(answer_id), await _relay.ready())
+
+    def kept() -> bool:  # not freed while Redis was away
+        return local(answer_id) is not None
+
+    await retried(group_add, f"join the group of answer {answer_id}", wanted=kept)
 
 
 def owner_left(answer_id: uuid.UUID) -> None:
     """The answer's log is freed: other processes can no longer read it here."""
     if enabled():
-        _relay.spawn(_membership("discard", answer_id))
+        _relay.spawn(_leave(answer_id))
 
 
-async def _membership(action: str, answer_id: uuid.UUID) -> None:
+async def _leave(answer_id: uuid.UUID) -> None:
     try:
-        channel = await _relay.ready()
-        await _relay.call(f"group_{action}", _group(answer_id), channel)
+        await _relay.call("group_discard", _group(answer_id), await _relay.ready())
     except Exception:
-        logger.warning("channel layer group_%s failed for answer %s", action, answer_id, exc_info=True)
+        logger.warning("channel layer: could not leave the group of answer %s", answer_id, exc_info=True)
+
+
+async def retried(call, what: str, *, wanted=lambda: True):
+    """`await call()`, tried again while Redis cannot be reached (every `RECONNECT_DELAY`, doubling up
+    to `RECONNECT_DELAY_MAX`) and still `wanted()`: a server that starts, or runs, while Redis is down
+    serves its own answers meanwhile and is reachable again once Redis is back."""
+    delay = RECONNECT_DELAY
+    while True:
+        try:
+            result = await call()
+        except Exception:
+            _relay.unreachable = True
+            logger.warning("channel layer unreachable: will %s in %g s", what, delay, exc_info=True)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, RECONNECT_DELAY_MAX)
+            if not wanted():
+                return None
+        else:
+            _relay.unreachable = False
+            return result
 
 
 async def open_remote(answer_id: uuid.UUID, *, after: int) -> AsyncIterator | None:
@@ -439,7 +475,7 @@ async def echo() -> bool:
     if not enabled():
         return False
     try:
-        channel = await asyncio.wait_for(_relay.ready(), JOIN_WAIT)  # a subscription is one round trip
+        channel = await asyncio.wait_for(_relay.ready(), JOIN_WAIT)  # the subscription is under way
     except TimeoutError:
         return False
     reply = await _relay.ask({"type": "echo"}, to=channel, patience=settings.AI_STREAM_OWNER_TIMEOUT)

@@ -144,21 +144,23 @@ DATABASE_RETRY_SECONDS = env.float("DATABASE_RETRY_SECONDS", default=30.0)
 
 # --- Channels (REDIS_URL is optional: the layer for signals across processes) -------------------
 REDIS_URL = env.str("REDIS_URL", default="")
-CHANNEL_LAYERS = {
-    "default": (
-        # Redis's publish/subscribe: a message is one PUBLISH, pushed at once to the process that
-        # listens (ai.relay: a process's channel and its answers' groups), where channels_redis's
-        # list-based layer takes four round trips to send and a blocking pop to receive (`make bench`'s
-        # R: a remote reader's lag p99 ~130 → ~40 ms). Nothing is kept for a process not listening,
-        # which the relay does not need: a reply that never comes is an owner gone.
-        {
+# Redis's publish/subscribe: a message is one PUBLISH, pushed at once to the process that listens
+# (ai.relay: a process's channel and its answers' groups), where channels_redis's list-based layer
+# takes four round trips to send and a blocking pop to receive (`make bench`'s R: a remote reader's lag
+# p99 ~130 → ~40 ms). Nothing is kept for a process not listening, which the relay does not need: a
+# reply that never comes is an owner gone. The layer sends one command at a time: an unreachable Redis
+# must fail each fast. Under an alias of its own, not "default": no consumer takes a channel of its own
+# (a socket, even a refused one, would cost a SUBSCRIBE); without REDIS_URL there is nothing to reach.
+CHANNEL_LAYERS = (
+    {
+        "relay": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_connect_timeout": 2, "socket_timeout": 5}]},
         }
-        if REDIS_URL
-        else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
-    )
-}
+    }
+    if REDIS_URL
+    else {}
+)
 
 # --- Authentication, i18n, static files -------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -127,9 +127,9 @@ def test_an_answer_read_while_another_from_the_same_owner_is_quiet_gets_its_news
     assert busy_read_on_b < quiet_news[1][1]  # read on B before the quiet answer had anything new
 
 
-def test_the_relay_keeps_listening_through_quiet_periods_longer_than_the_layers_blocking_pop(pair, token):
-    """channels' receive blocks 5 s in Redis: a socket timeout of 5 s (redis-py 8's default) cuts it
-    off each quiet period, and the message it popped with it. Neither process may fail to listen."""
+def test_the_relay_keeps_listening_through_quiet_periods_longer_than_the_socket_timeout(pair, token):
+    """A subscription is quiet between messages: redis-py's socket timeout (5 s, as settings set it)
+    must not cut it off. Neither process may stop listening."""
     a, b = pair
 
     def read_on_b_what_a_writes() -> list:
@@ -144,7 +144,8 @@ def test_the_relay_keeps_listening_through_quiet_periods_longer_than_the_layers_
     time.sleep(6.5)  # longer than one blocking pop
     assert read_on_b_what_a_writes() == ["start", "chunk", "chunk", "chunk", "done"]
     for server in (a, b):
-        assert "channel layer failed" not in server.log()
+        assert "channel layer" not in server.log()  # neither unreachable nor a message dropped
+        assert "Unexpected exception in receive task" not in server.log()  # channels_redis's
 
 
 def test_a_stop_from_another_process_ends_every_reader_with_done_stopped(pair, token, user):

@@ -15,7 +15,7 @@ def redis_layer(settings):
     server = RedisServer()
     settings.REDIS_URL = server.url
     settings.CHANNEL_LAYERS = {
-        "default": {
+        relay.LAYER: {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [server.url]},
         }

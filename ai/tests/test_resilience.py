@@ -262,6 +262,35 @@ def test_a_redis_restart_spares_local_readers_and_remote_ones_read_again_once_it
     assert Message.objects.get(pk=message_id).status == "complete"
 
 
+def test_an_answer_begun_while_redis_is_down_is_read_elsewhere_once_it_is_back(
+    asgi_server_factory, own_redis, token
+):
+    """The owner could not join the answer's group while Redis was down: it joins once Redis is back
+    (redis-py subscribes again only to what it had subscribed to)."""
+    settings = {"REDIS_URL": own_redis.url, "AI_STREAM_OWNER_TIMEOUT": "1"}
+    owner = asgi_server_factory(fresh=True, **settings)
+    other = asgi_server_factory(fresh=True, **settings)
+    auth = {"Authorization": f"Token {token.key}", "Last-Event-ID": "150"}
+    body = {"message": "[mock:chunks=200][mock:delay_ms=50]"}
+    try:
+        own_redis.stop()
+        with httpx.Client(timeout=60) as client, stream(client, owner.url, token.key, body) as response:
+            frames = iter_frames(response)
+            message_id = next(frames).data["message_id"]
+            own_redis.restart()
+            read_url = f"{other.url}/api/ai/chat/stream/{message_id}"
+            again = wait_for(
+                lambda: (r := client.get(read_url, headers=auth)).status_code == 200 and r, timeout=30
+            )
+            local_end = [f for f in frames if f.data is not None][-1]
+    finally:
+        owner.stop()
+        other.stop()
+    read = [f for f in iter_frames(again) if f.data is not None]
+    assert [int(f.id) for f in read] == list(range(151, 203))  # the events after 150, none missing
+    assert read[-1].type == local_end.type == "done"
+
+
 def test_a_server_starts_with_redis_down_and_serves_local_answers(test_database_url, tmp_path, token):
     closed = f"redis://127.0.0.1:{_free_port()}/0"
     env = {"REDIS_URL": closed, "DEBUG": "true", "DATABASE_POOL_MAX_SIZE": "4"}
