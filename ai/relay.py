@@ -33,8 +33,6 @@ RECONNECT_DELAY_MAX = 30.0  # … this: channels_redis keeps a little of each fa
 BATCH_WINDOW = 0.005  # seconds an owner waits, once it has news for a follower, to send more at once
 MIRROR_KEPT = 60.0  # seconds an ended answer's copy is kept for readers that never began
 JOIN_WAIT = 1.0  # seconds an answer waits, at most, for its owner to join its group before it begins
-
-
 LAYER = "relay"  # the alias of its channels layer in CHANNEL_LAYERS (no other code uses one)
 
 

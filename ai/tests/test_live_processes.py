@@ -141,7 +141,7 @@ def test_the_relay_keeps_listening_through_quiet_periods_longer_than_the_socket_
         return [f.type for f in iter_frames(again) if f.data]
 
     assert read_on_b_what_a_writes() == ["start", "chunk", "chunk", "chunk", "done"]  # both listen now
-    time.sleep(6.5)  # longer than one blocking pop
+    time.sleep(6.5)  # longer than the socket timeout
     assert read_on_b_what_a_writes() == ["start", "chunk", "chunk", "chunk", "done"]
     for server in (a, b):
         assert "channel layer" not in server.log()  # neither unreachable nor a message dropped
