@@ -129,6 +129,11 @@ def table(results: dict, server_names: list[str], apps: list[str], sql: dict) ->
         sql_row += [cell(sql[app]["per_stream"], 1) if app in sql else "0" for app in apps]
         sql_row += [""] * len(compared)
     lines.append(_row([*sql_row, "≤ 8"]))
+    trips_row = ["SQL round trips / stream"]
+    for _ in server_names:
+        trips_row += [cell(sql[app]["round_trips_per_stream"], 1) if app in sql else "0" for app in apps]
+        trips_row += [""] * len(compared)
+    lines.append(_row([*trips_row, ""]))
     return "\n".join(lines)
 
 
@@ -285,7 +290,8 @@ def sql_section(app: str, sql: dict) -> str:
         for index, text in enumerate(sql["one_stream"], 1)
     )
     return (
-        f"SQL per stream of {app}: {sql['per_stream']:g} ({kinds}); new connections during the count: "
+        f"SQL per stream of {app}: {sql['per_stream']:g} ({kinds}) in {sql['round_trips_per_stream']:g} "
+        f"round trips; new connections during the count: "
         f"{sql['connections']}.\nOne stream's statements, in order:\n{statements}"
     )
 

@@ -44,12 +44,12 @@ def count_sql(app: App, streams: int = 10) -> dict:
             scenarios.run_client(server, streams=3, **job)
             proxy.log.reset()
             result = scenarios.run_client(server, streams=streams, **job)
-            statements, connections = proxy.log.reset()
+            statements, round_trips, connections = proxy.log.reset()
     if result["completed"] != streams:
         raise RuntimeError(
             f"SQL count ({app.name}): only {result['completed']} of {streams} streams completed"
         )
-    summary = sqlcount.summarise(statements, streams)
+    summary = sqlcount.summarise(statements, round_trips, streams)
     summary["connections"] = connections
     summary["one_stream"] = statements[: round(summary["per_stream"])]
     return summary
@@ -188,7 +188,10 @@ def run(args: argparse.Namespace) -> None:
         sql = {app.name: count_sql(app) for app in served if app.database}
         say(
             "SQL statements per stream: "
-            + ", ".join(f"{name} {s['per_stream']:g}" for name, s in sql.items())
+            + ", ".join(
+                f"{name} {s['per_stream']:g} ({s['round_trips_per_stream']:g} round trips)"
+                for name, s in sql.items()
+            )
         )
         results = rounds(served, scale, server_names)
     notes = []

@@ -4,7 +4,9 @@ The chatsvc server is pointed at this proxy (`DATABASE_URL` on its port) and the
 to PostgreSQL, reading the client's side of the protocol: each simple `Query` message and each
 extended-protocol `Execute` is one statement, whatever sent it (Django's ORM, its transactions'
 BEGIN/COMMIT/SAVEPOINT, the token lookup, the connection pool). So the count is what PostgreSQL was
-asked to do, not what the ORM says it did. TLS is refused (`N`) so the protocol can be read.
+asked to do, not what the ORM says it did. A simple query may carry several statements (a transaction's
+BEGIN is sent with its first statement: `chatsvc.database`): each is counted, and the round trips —
+a simple query, or an extended-protocol `Sync` — apart. TLS is refused (`N`) so the protocol can be read.
 """
 
 import asyncio
@@ -20,18 +22,34 @@ class StatementLog:
 
     def __init__(self) -> None:
         self.statements: list[str] = []
+        self.round_trips = 0
         self.connections = 0
         self.lock = threading.Lock()
 
-    def add(self, text: str) -> None:
+    def add(self, *texts: str, round_trip: bool = False) -> None:
         with self.lock:
-            self.statements.append(" ".join(text.split()))
+            self.statements += [" ".join(text.split()) for text in texts]
+            self.round_trips += round_trip
 
-    def reset(self) -> tuple[list[str], int]:
+    def reset(self) -> tuple[list[str], int, int]:
         with self.lock:
-            taken = self.statements, self.connections
-            self.statements, self.connections = [], 0
+            taken = self.statements, self.round_trips, self.connections
+            self.statements, self.round_trips, self.connections = [], 0, 0
         return taken
+
+
+def statements_of(query: str) -> list[str]:
+    """The statements of a simple query, split at the semicolons outside quoted literals (psycopg
+    doubles a quote inside one, so each quote toggles); an empty query is one, empty statement."""
+    statements, start, quoted = [], 0, False
+    for index, character in enumerate(query):
+        if character == "'":
+            quoted = not quoted
+        elif character == ";" and not quoted:
+            statements.append(query[start:index])
+            start = index + 1
+    statements.append(query[start:])
+    return [text for text in statements if text.strip()] or [""]
 
 
 class ClientSide:
@@ -44,7 +62,7 @@ class ClientSide:
 
     def message(self, kind: bytes, body: bytes) -> None:
         if kind == b"Q":
-            self.log.add(body.rstrip(b"\0").decode(errors="replace"))
+            self.log.add(*statements_of(body.rstrip(b"\0").decode(errors="replace")), round_trip=True)
         elif kind == b"P":
             name, query = body.split(b"\0", 2)[:2]
             self.prepared[name] = query.decode(errors="replace")
@@ -53,6 +71,8 @@ class ClientSide:
             self.portals[portal] = self.prepared.get(name, "?")
         elif kind == b"E":
             self.log.add(self.portals.get(body.split(b"\0", 1)[0], "?"))
+        elif kind == b"S":
+            self.log.add(round_trip=True)
 
 
 async def relay_client(reader, writer, server_writer, parser: ClientSide) -> None:
@@ -130,10 +150,12 @@ class CountingProxy:
 EMPTY = "(empty)"  # an empty query: psycopg_pool's check of a connection it hands out
 
 
-def summarise(statements: list[str], streams: int) -> dict:
-    """Statements per stream, and one stream's statements by kind (`SELECT`, `BEGIN` …, `(empty)`)."""
+def summarise(statements: list[str], round_trips: int, streams: int) -> dict:
+    """Statements and round trips per stream, and one stream's statements by kind (`SELECT`, `BEGIN` …,
+    `(empty)`)."""
     kinds = Counter(statement.split(" ", 1)[0].upper() or EMPTY for statement in statements)
     return {
         "per_stream": len(statements) / streams,
+        "round_trips_per_stream": round_trips / streams,
         "kinds_per_stream": {kind: count / streams for kind, count in kinds.most_common()},
     }

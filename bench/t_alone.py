@@ -30,7 +30,12 @@ def main() -> None:
     run.LOGS.mkdir(parents=True, exist_ok=True)
     with run.one_run_at_a_time():
         chatsvc = apps.chatsvc()
-        figures = {"sql_per_stream": run.count_sql(chatsvc)["per_stream"], "chatsvc": measure(chatsvc, scale)}
+        sql = run.count_sql(chatsvc)
+        figures = {
+            "sql_per_stream": sql["per_stream"],
+            "sql_round_trips_per_stream": sql["round_trips_per_stream"],
+            "chatsvc": measure(chatsvc, scale),
+        }
         if args.bare:
             figures["bare"] = measure(apps.bare(), scale)
         print(json.dumps(figures, indent=1))

@@ -1,2 +1,3 @@
-"""Django's PostgreSQL backend with the pool's check of a connection that costs no round trip
-(`chatsvc.database.base`; settings.py selects it for a `postgres://` DATABASE_URL)."""
+"""Django's PostgreSQL backend without two round trips: the pool's check of a connection it hands out,
+and a transaction's BEGIN on its own (`chatsvc.database.base`; settings.py selects it for a
+`postgres://` DATABASE_URL)."""

@@ -1,16 +1,28 @@
-"""Django's PostgreSQL backend, its pool checking a connection it hands out without a round trip.
+"""Django's PostgreSQL backend with two round trips fewer: the pool checks a connection it hands out
+without one, and a transaction's BEGIN is sent with its first statement.
 
-With `CONN_HEALTH_CHECKS`, Django has the pool check every connection it hands out with an empty query:
-two of an answer's eight statements (its start and its end each take a connection), for connections
-that were given back a moment ago. The server says when it ends a connection — a restart, a failover,
-`pg_terminate_backend`, an idle timeout: a FATAL message, then the socket's end — so a connection idle
-in the pool that has something to read is checked with the round trip as before (and dropped when it
-fails), and one with nothing to read is handed out as it is.
+The pool's check. With `CONN_HEALTH_CHECKS`, Django has the pool check every connection it hands out
+with an empty query: a round trip for each of an answer's two connections (its start's and its end's),
+for connections that were given back a moment ago. The server says when it ends a
+connection — a restart, a failover, `pg_terminate_backend`, an idle timeout: a FATAL message, then the
+socket's end — so a connection idle in the pool that has something to read is checked with the round
+trip as before (and dropped when it fails), and one with nothing to read is handed out as it is.
+
+The BEGIN. Out of autocommit, psycopg sends a transaction's BEGIN on its own and waits for it before
+the first statement: a round trip of every transaction (an answer's start among them) that carries
+nothing. Here psycopg stays in autocommit and Django alone knows that a transaction is wanted
+(`transaction.atomic()`, `set_autocommit(False)`); the first statement of one is sent as
+`BEGIN; <statement>`, one simple query, one round trip (`BeginWithFirstStatement`). The rest is
+psycopg's: its `commit()` and `rollback()` look at the server's transaction status, not at autocommit.
 """
 
 import select
 
+import psycopg
+from django.db.backends import utils
 from django.db.backends.postgresql import base
+from psycopg import IsolationLevel
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 
@@ -27,6 +39,45 @@ def _readable(fileno: int) -> bool:
     return bool(poller.poll(0))
 
 
+class BeginWithFirstStatement:
+    """A cursor of `DatabaseWrapper` that begins the transaction Django wants with its first statement:
+    in the same simple query when it is one (SQL text run by a client-side cursor, as Django's are),
+    else (many rows, a procedure, a server-side cursor) as a statement of its own just before it."""
+
+    def _execute(self, statement, params, *ignored_wrapper_args):
+        begin = self.db.transaction_to_begin()
+        if begin is None:
+            return super()._execute(statement, params, *ignored_wrapper_args)
+        if not isinstance(statement, str) or not isinstance(self.cursor, psycopg.ClientCursor):
+            self.db.begin_now(begin)
+            return super()._execute(statement, params, *ignored_wrapper_args)
+        super()._execute(f"{begin}; {statement}", params, *ignored_wrapper_args)
+        self.cursor.nextset()  # the statement's result, not BEGIN's
+        return self.cursor
+
+    def _executemany(self, statement, param_list, *ignored_wrapper_args):
+        self.db.begin_now(self.db.transaction_to_begin())
+        return super()._executemany(statement, param_list, *ignored_wrapper_args)
+
+    def callproc(self, procname, params=None, kparams=None):
+        self.db.begin_now(self.db.transaction_to_begin())
+        return super().callproc(procname, params, kparams)
+
+    def copy(self, statement):
+        self.db.begin_now(self.db.transaction_to_begin())
+        return self.cursor.copy(statement)
+
+
+class CursorWrapper(BeginWithFirstStatement, utils.CursorWrapper):
+    pass
+
+
+class CursorDebugWrapper(BeginWithFirstStatement, base.CursorDebugWrapper):
+    def copy(self, statement):
+        with self.debug_sql(statement):
+            return super().copy(statement)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     @property
     def pool(self):
@@ -35,3 +86,32 @@ class DatabaseWrapper(base.DatabaseWrapper):
             # Django gives the pool its check when it creates it; psycopg_pool has no setter for it.
             pool._check = check_connection
         return pool
+
+    def _set_autocommit(self, autocommit):
+        """psycopg stays in autocommit (Django keeps `self.autocommit`): a transaction begins with its
+        first statement. A connection of Django's own, not the pool's, starts out of it."""
+        if not self.connection.autocommit:
+            super()._set_autocommit(True)
+
+    def transaction_to_begin(self) -> str | None:
+        """The BEGIN to send before the next statement: Django wants a transaction and the server has
+        none (None when it needs none)."""
+        if self.autocommit or self.connection.info.transaction_status != TransactionStatus.IDLE:
+            return None
+        level = self.connection.isolation_level
+        return (
+            "BEGIN"
+            if level is None
+            else f"BEGIN ISOLATION LEVEL {IsolationLevel(level).name.replace('_', ' ')}"
+        )
+
+    def begin_now(self, begin: str | None) -> None:
+        if begin is not None:
+            with self.wrap_database_errors:
+                self.connection.execute(begin)
+
+    def make_cursor(self, cursor):
+        return CursorWrapper(cursor, self)
+
+    def make_debug_cursor(self, cursor):
+        return CursorDebugWrapper(cursor, self)

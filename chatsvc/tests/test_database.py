@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
-from django.db import connection, connections
+from django.db import IntegrityError, connection, connections, transaction
 from psycopg_pool import ConnectionPool
 
 from chatsvc.database.base import check_connection
@@ -75,3 +75,108 @@ def test_django_gives_its_pool_this_check(transactional_db):
     default.ensure_connection()
     assert type(default).__module__ == "chatsvc.database.base"
     assert default.pool._check is check_connection  # psycopg_pool's attribute: a rename would show here
+
+
+# --- A transaction's BEGIN rides with its first statement --------------------------------------------
+@pytest.fixture
+def probe_table(transactional_db):
+    """A table of its own, created and dropped outside any transaction; yields a psycopg connection
+    of another session, to see what has been committed."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE begin_probe (n integer PRIMARY KEY)")
+    settings = connection.settings_dict
+    other = psycopg.connect(
+        psycopg.conninfo.make_conninfo(
+            dbname=settings["NAME"],
+            user=settings["USER"],
+            host=settings["HOST"],
+            port=settings["PORT"] or None,
+        ),
+        autocommit=True,
+    )
+    try:
+        yield other
+    finally:
+        other.close()
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE begin_probe")
+
+
+def committed(other) -> list[int]:
+    return [n for (n,) in other.execute("SELECT n FROM begin_probe ORDER BY n")]
+
+
+@contextmanager
+def sent_queries():
+    """The simple queries the Django connection sends meanwhile, as libpq's trace logs them."""
+    connection.ensure_connection()
+    sent: list[str] = []
+    with tempfile.TemporaryFile() as trace:
+        connection.connection.pgconn.trace(trace.fileno())
+        try:
+            yield sent
+        finally:
+            connection.connection.pgconn.untrace()
+            trace.seek(0)
+            lines = trace.read().decode().splitlines()
+    sent += [line.split("\t", 4)[4].strip(' "') for line in lines if "\tF\t" in line and "\tQuery\t" in line]
+
+
+def test_a_transaction_begins_with_its_first_statement_in_one_round_trip(probe_table):
+    with sent_queries() as sent, transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO begin_probe VALUES (%s)", [1])
+            assert cursor.rowcount == 1  # the INSERT's result, not BEGIN's
+            cursor.execute("SELECT count(*) FROM begin_probe")
+            assert cursor.fetchone() == (1,)
+        assert committed(probe_table) == []  # a transaction: not seen elsewhere before its end
+    assert sent == ["BEGIN; INSERT INTO begin_probe VALUES (1)", "SELECT count(*) FROM begin_probe", "COMMIT"]
+    assert committed(probe_table) == [1]
+
+
+def test_an_error_rolls_the_whole_transaction_back(probe_table):
+    def insert_twice():
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("INSERT INTO begin_probe VALUES (1)")
+            cursor.execute("INSERT INTO begin_probe VALUES (1)")
+
+    with pytest.raises(IntegrityError):
+        insert_twice()
+    assert committed(probe_table) == []
+    with connection.cursor() as cursor:  # the connection is usable again, in autocommit
+        cursor.execute("INSERT INTO begin_probe VALUES (2)")
+    assert committed(probe_table) == [2]
+
+
+def test_a_transaction_without_a_statement_sends_nothing(probe_table):
+    with sent_queries() as sent, transaction.atomic():
+        pass
+    assert sent == []
+
+
+@pytest.mark.parametrize("first", ["executemany", "savepoint"])
+def test_statements_that_cannot_carry_it_begin_the_transaction_before_them(probe_table, first):
+    def insert_then_fail():
+        with transaction.atomic(), connection.cursor() as cursor:
+            if first == "executemany":
+                cursor.executemany("INSERT INTO begin_probe VALUES (%s)", [(1,), (2,)])
+            else:
+                with transaction.atomic():  # a savepoint
+                    cursor.execute("INSERT INTO begin_probe VALUES (1)")
+            assert committed(probe_table) == []
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        insert_then_fail()
+    assert committed(probe_table) == []
+
+
+def test_the_connections_isolation_level_is_kept(transactional_db):
+    connection.ensure_connection()
+    connection.connection.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SHOW transaction_isolation")
+            assert cursor.fetchone() == ("serializable",)
+    finally:
+        connection.connection.isolation_level = None
