@@ -129,11 +129,16 @@ def _start(user, message, conversation_id, adapter, regenerate, create_missing, 
                 reservation = quota_services.quota_reserve(user=user)
                 exchange = conversation_services.exchange_regenerate(**exchange_options)
             else:
-                # The exchange's rows are inserted with the reservation, in its statement.
+                # The exchange's writes are made with the reservation, in its statement, which ends the
+                # transaction: one round trip on PostgreSQL.
                 exchange = conversation_services.exchange_start(
                     content=message, new_conversation=new, store=False, **exchange_options
                 )
-                reservation = quota_services.quota_reserve(user=user, along=exchange.rows)
+                # Not after `create_missing` stored the conversation: a refusal would keep it.
+                created_here = new and not conversation._state.adding
+                reservation = quota_services.quota_reserve(
+                    user=user, along=exchange.rows, end=not created_here
+                )
     except IntegrityError:
         if key and (retry := _retry_of(key, fingerprint)):
             return retry  # a racing request with the same key won
@@ -150,11 +155,11 @@ def _start(user, message, conversation_id, adapter, regenerate, create_missing, 
 
 
 def _claim_conversation(user, message, conversation_id, adapter, create_missing) -> tuple[Conversation, bool]:
-    """The conversation of a new exchange (row locked, `updated_at` moved), and whether it is new."""
+    """The conversation of a new exchange (its row locked, or a draft), and whether it is new."""
     if conversation_id is not None:
         try:
             return conversation_services.conversation_for_exchange(
-                user=user, conversation_id=conversation_id, content=message
+                user=user, conversation_id=conversation_id
             ), False
         except Conversation.DoesNotExist:
             if not create_missing:

@@ -14,43 +14,70 @@ from dataclasses import dataclass
 from django.db import DEFAULT_DB_ALIAS, connections, models
 
 
-def insert(*rows: models.Model, before: tuple["Write", ...] = ()) -> int | None:
+def insert(*rows: "models.Model | Write", before: tuple["Write", ...] = (), end: bool = False) -> int | None:
     """INSERT `rows` (every concrete field given), as `bulk_create()` writes them; `auto_now` fields are
-    set as `save()` sets them. Rows of one model are one statement; rows of several (each model's in a
-    run, parents first) are one statement too on PostgreSQL — the first INSERTs as CTEs of the last, the
-    foreign keys checked at its end — and one per model elsewhere.
+    set as `save()` sets them. A `Write` among them (an UPDATE, its WHERE last) runs with them. Rows of
+    one model are one statement; rows of several (each model's in a run, parents first) are one
+    statement too on PostgreSQL — the first INSERTs as CTEs of the last, the foreign keys checked at its
+    end — and one per model elsewhere.
 
     `before`: other data-modifying statements (their parameters positional), run first — on PostgreSQL
-    as CTEs of the same statement, elsewhere one by one. Returns how many rows the last of them changed
-    (None without `before`)."""
+    as CTEs of the same statement, elsewhere one by one — and `rows` are written only when the last of
+    them changed a row (a reservation: what goes with it). Returns how many rows the last of them
+    changed (None without `before`).
+
+    `end` (with `before`): the statement is the last of the caller's transaction, which ends with it: on
+    PostgreSQL its COMMIT is sent with it, in one round trip (the caller's `atomic()` then has nothing
+    left to commit). Nothing may run after it in that transaction. Elsewhere, or inside another
+    transaction (a savepoint is open: a test's transaction around the caller's), it ends as usual."""
+    if end and not before:
+        raise ValueError("insert(end=True) ends the transaction of a write decided by `before`.")
     db = _connection()
-    inserts = []
-    for model, batch in itertools.groupby(rows, key=type):
-        batch = list(batch)
-        fields = model._meta.concrete_fields
-        values = [field.get_db_prep_save(field.pre_save(row, True), db) for row in batch for field in fields]
-        inserts.append(Write(_insert_sql(model, len(batch), db.vendor), values))
+    together = db.vendor == "postgresql" and (before or len({type(row) for row in rows}) > 1)
+    condition = f"EXISTS (SELECT FROM step_{len(before) - 1})" if together and before else None
+    writes = [
+        write
+        for model, batch in itertools.groupby(rows, key=type)
+        for write in _writes(model, list(batch), db, condition)
+    ]
     changed = None
     with db.cursor() as cursor:
-        if db.vendor == "postgresql" and len(before) + len(inserts) > 1:
-            together = _together(before, inserts)
-            cursor.execute(together.sql, together.params)
+        if together:
+            statement = _together(before, writes)
+            ends = end and not any(db.savepoint_ids)  # None: a block nested without a savepoint
+            cursor.execute(f"{statement.sql}; COMMIT" if ends else statement.sql, statement.params)
             changed = cursor.fetchone()[0] if before else None
         else:
             for write in before:
                 cursor.execute(write.sql, write.params)
                 changed = cursor.rowcount
-            for write in inserts:
+            for write in writes if changed != 0 else ():
                 cursor.execute(write.sql, write.params)
     for row in rows:
-        row._state.adding, row._state.db = False, db.alias
+        if not isinstance(row, Write):
+            row._state.adding, row._state.db = False, db.alias
     return changed
 
 
-def _together(before: tuple["Write", ...], inserts: list["Write"]) -> "Write":
-    """`before` and `inserts` as one PostgreSQL statement: the inserts but the last as CTEs of it or,
+def _writes(model: type, batch: list, db, condition: str | None) -> list["Write"]:
+    """The statements of a run of `insert()`'s rows of one model (or of `Write`s), each made only when
+    `condition` holds (then an INSERT for each row: `INSERT … SELECT … WHERE`, whose literals take
+    their columns' types, where a union of rows would make them text)."""
+    if model is Write:
+        return (
+            [Write(f"{write.sql} AND {condition}", write.params) for write in batch] if condition else batch
+        )
+    fields = model._meta.concrete_fields
+    values = [[field.get_db_prep_save(field.pre_save(row, True), db) for field in fields] for row in batch]
+    if condition is None:
+        return [Write(_insert_sql(model, len(batch), db.vendor), [v for row in values for v in row])]
+    return [Write(_insert_sql(model, 1, db.vendor, condition), row) for row in values]
+
+
+def _together(before: tuple["Write", ...], writes: list["Write"]) -> "Write":
+    """`before` and `writes` as one PostgreSQL statement: the writes but the last as CTEs of it or,
     with `before`, every statement a CTE and the rows of the last of `before` counted."""
-    ctes = [Write(f"{write.sql} RETURNING 1", write.params) for write in before] + inserts
+    ctes = [Write(f"{write.sql} RETURNING 1", write.params) for write in before] + writes
     if before:
         final = Write(f"SELECT count(*) FROM step_{len(before) - 1}", [])
     else:
@@ -62,14 +89,16 @@ def _together(before: tuple["Write", ...], inserts: list["Write"]) -> "Write":
 
 
 @functools.cache
-def _insert_sql(model: type[models.Model], count: int, vendor: str) -> str:
+def _insert_sql(model: type[models.Model], count: int, vendor: str, condition: str | None = None) -> str:
+    """`model`'s INSERT of `count` rows or, with `condition`, of one row only when it holds."""
     connection = _connection()
     fields = model._meta.concrete_fields
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    one = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    return f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({columns}) VALUES " + ", ".join(
-        [one] * count
-    )
+    one = ", ".join(["%s"] * len(fields))
+    head = f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({columns})"
+    if condition is not None:
+        return f"{head} SELECT {one} WHERE {condition}"
+    return f"{head} VALUES " + ", ".join([f"({one})"] * count)
 
 
 @dataclass(frozen=True)

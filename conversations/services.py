@@ -78,47 +78,57 @@ def conversation_ensure_idle(*, conversation_id) -> None:
         raise StreamInProgress
 
 
-def conversation_for_exchange(*, user, conversation_id, content: str) -> Conversation:
-    """One of the user's conversations, about to get a new exchange: its `updated_at` moves to now and
-    an empty title is filled from `content`, in one statement. Another user's conversation raises
-    `Conversation.DoesNotExist`, as a missing one does. Call inside the caller's transaction.
-    (Plain SQL for `UPDATE … RETURNING`: one statement where the ORM needs two.)"""
-    now = timezone.now()
+def conversation_for_exchange(*, user, conversation_id) -> Conversation:
+    """One of the user's conversations, about to get a new exchange, its row locked until the caller's
+    transaction ends (one exchange at a time: `conversation_ensure_idle`). Another user's conversation
+    raises `Conversation.DoesNotExist`, as a missing one does. Its exchange moves its `updated_at` and
+    fills an empty title (`exchange_start`, `exchange_regenerate`). Call inside the caller's transaction.
+    (Plain SQL: the ORM's `select_for_update().get()` compiles its query anew each time.)"""
+    lock = f" {connection.ops.for_update_sql()}" if connection.features.has_select_for_update else ""
     with connection.cursor() as cursor:
         cursor.execute(
-            _TOUCH_SQL,
-            {
-                "id": Conversation._meta.pk.get_db_prep_value(conversation_id, connection),
-                "user": user.pk,
-                "now": connection.ops.adapt_datetimefield_value(now),
-                "title": title_from_message(content),
-            },
+            f"SELECT title, adapter FROM conversations_conversation WHERE id = %s AND user_id = %s{lock}",
+            [Conversation._meta.pk.get_db_prep_value(conversation_id, connection), user.pk],
         )
         row = cursor.fetchone()
     if row is None:
         raise Conversation.DoesNotExist
     title, adapter = row
-    conversation = Conversation(id=conversation_id, user=user, title=title, adapter=adapter, updated_at=now)
+    conversation = Conversation(id=conversation_id, user=user, title=title, adapter=adapter)
     conversation._state.adding = False  # a stored row, not a draft (`exchange_start` stores drafts)
     return conversation
 
 
-_TOUCH_SQL = """
-UPDATE conversations_conversation
-SET updated_at = %(now)s, title = CASE WHEN title = '' THEN %(title)s ELSE title END
-WHERE id = %(id)s AND user_id = %(user)s
-RETURNING title, adapter
-"""
+def _touch(conversation: Conversation, content: str, now: datetime) -> rows.Write:
+    """The write of a stored conversation's new exchange: `updated_at` moves to `now`; an empty title is
+    filled from `content` (the conversation's first message)."""
+    conversation.updated_at = now
+    conversation.title = conversation.title or title_from_message(content)
+    return rows.Write(
+        _TOUCH_SQL,
+        [
+            connection.ops.adapt_datetimefield_value(now),
+            title_from_message(content),
+            Conversation._meta.pk.get_db_prep_value(conversation.pk, connection),
+        ],
+    )
+
+
+_TOUCH_SQL = (
+    "UPDATE conversations_conversation "
+    "SET updated_at = %s, title = CASE WHEN title = '' THEN %s ELSE title END WHERE id = %s"
+)
 
 
 @dataclass(frozen=True)
 class Exchange:
-    """A question, its (empty, streaming) answer, the context to send for it, and the rows it adds."""
+    """A question, its (empty, streaming) answer, the context to send for it, and what it writes: the
+    rows it adds (`rows.insert`'s), the touch of a stored conversation among them."""
 
     question: Message
     answer: Message
     context: list[dict]
-    rows: tuple[Conversation | Message, ...]
+    rows: tuple[Conversation | Message | rows.Write, ...]
 
 
 def exchange_start(
@@ -136,10 +146,10 @@ def exchange_start(
     The context is the conversation's last `context_limit` messages with content, oldest first, the
     new question last (a new conversation has no earlier ones to read). Call inside the caller's
     transaction: it is one part of starting a stream. A conversation not stored yet (a draft) is stored
-    with the two messages. The `idempotency_key` is kept with the question;
-    one taken already raises `IntegrityError` (the caller's transaction is then lost: the racing
-    request won). With `store=False` the caller inserts `exchange.rows` (the stream's start, with its
-    reservation: `quota_reserve(along=…)`).
+    with the two messages; a stored one is touched (`updated_at`, an empty title). The
+    `idempotency_key` is kept with the question; one taken already raises `IntegrityError` (the
+    caller's transaction is then lost: the racing request won). With `store=False` the caller writes
+    `exchange.rows` (the stream's start, with its reservation: `quota_reserve(along=…)`).
     """
     earlier = []
     if not new_conversation and context_limit > 1:
@@ -158,7 +168,10 @@ def exchange_start(
         ),
         _new_answer(conversation, now, position=1),
     )
-    added = (*([conversation] if conversation._state.adding else []), question, answer)
+    if conversation._state.adding:
+        added = (conversation, question, answer)
+    else:
+        added = (question, answer, _touch(conversation, content, now))
     if store:
         rows.insert(*added)
     context = [{"role": role, "content": text} for role, text in reversed(earlier)]
@@ -181,6 +194,7 @@ def exchange_regenerate(
     after `conversation_ensure_idle`. A regenerate adds no question: its `idempotency_key` is kept with
     its answer.
     """
+    rows.run(_touch(conversation, "", timezone.now()))
     last = (
         Message.objects.filter(conversation_id=conversation.pk).order_by("-created_at", "-position").first()
     )

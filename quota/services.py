@@ -105,16 +105,18 @@ class ResetResult:
         )
 
 
-def quota_reserve(*, user, along: tuple = (), now: datetime | None = None) -> Reservation:
+def quota_reserve(*, user, along: tuple = (), end: bool = False, now: datetime | None = None) -> Reservation:
     """Hold one request for a generation that is starting, or raise `QuotaExceeded`.
 
     Runs in its own transaction, or joins the caller's (which then holds the row lock until it ends).
-    `along`: rows of the caller's to insert with the reservation, in its statement on PostgreSQL (the
-    stream's question and answer). They are inserted whether or not there is room, so they need the
-    caller's transaction: the refusal, raised through it, rolls them back.
+    `along`: what the caller writes with the reservation, only when there is room, in its statement on
+    PostgreSQL (`rows.insert`'s rows: the stream's question and answer, its conversation's touch).
+    `end`: the reservation is the last write of the caller's transaction, which ends with it (on
+    PostgreSQL in the same round trip): a refusal then keeps what the transaction wrote before it, so
+    `along` must hold all of the caller's writes.
     """
-    if along and not connection.in_atomic_block:
-        raise ValueError("quota_reserve(along=…) needs the caller's transaction to roll them back.")
+    if (along or end) and not connection.in_atomic_block:
+        raise ValueError("quota_reserve(along=…, end=…) writes as a part of the caller's transaction.")
     now = now or timezone.now()
     with transaction.atomic(savepoint=False):
         quota = _locked_quota(user_id=user.pk, now=now)
@@ -131,7 +133,7 @@ def quota_reserve(*, user, along: tuple = (), now: datetime | None = None) -> Re
         if status.tokens_remaining == 0:
             refusal = QuotaExceeded(resource="tokens", resets_at=status.resets_at, now=now)
         elif _sweep_and_insert_if_room(
-            reservation, used=status.requests_used, limit=status.request_limit, along=along
+            reservation, used=status.requests_used, limit=status.request_limit, along=along, end=end
         ):
             return reservation
         else:
@@ -142,11 +144,11 @@ def quota_reserve(*, user, along: tuple = (), now: datetime | None = None) -> Re
 
 
 def _sweep_and_insert_if_room(
-    reservation: Reservation, *, used: int, limit: int | None, along: tuple
+    reservation: Reservation, *, used: int, limit: int | None, along: tuple, end: bool
 ) -> bool:
     """Delete the quota's expired reservations, then insert `reservation` if `used` plus the live ones
-    leave room under `limit` (None: no limit), and `along` in any case. The quota row is locked, so the
-    count is current.
+    leave room under `limit` (None: no limit), and write `along` with it. The quota row is locked, so
+    the count is current; with `end`, the transaction ends with the statement (`rows.insert`).
 
     On PostgreSQL one statement (`rows.insert`'s, the sweep and the reservation CTEs of it): the count
     reads the snapshot from before the sweep, and counts live reservations only; elsewhere (SQLite)
@@ -171,7 +173,8 @@ def _sweep_and_insert_if_room(
         live = "SELECT count(*) FROM quota_reservation WHERE quota_id = %s AND expires_at > %s"
         insert += f" WHERE %s + ({live}) < %s"
         params += [used, reservation.quota_id, now, limit]  # in the order of the placeholders
-    return rows.insert(*along, before=(rows.Write(sweep, sweep_params), rows.Write(insert, params))) == 1
+    before = (rows.Write(sweep, sweep_params), rows.Write(insert, params))
+    return rows.insert(*along, before=before, end=end) == 1
 
 
 def quota_commit(*, reservation_id: str, tokens: int, now: datetime | None = None) -> QuotaStatus:

@@ -140,6 +140,21 @@ def test_exhausted_quota_is_429_with_retry_after_and_stores_nothing(post, token,
     assert Conversation.objects.count() == 0
 
 
+def test_exhausted_quota_leaves_an_existing_conversation_as_it_was(post, token, user):
+    """Its exchange's writes (messages, `updated_at`, an empty title filled) are made with the
+    reservation or not at all: the statement that reserves also commits (chatsvc.rows.insert)."""
+    conversation = Conversation.objects.create(user=user, adapter="default", title="")
+    before = Conversation.objects.get(pk=conversation.pk).updated_at
+    Quota.objects.create(user=user, request_limit=0)
+    response = post(
+        token.key, json={"message": "A title it must not get", "conversation_id": str(conversation.pk)}
+    )
+    assert_error(response, 429, "quota_exceeded")
+    stored = Conversation.objects.get(pk=conversation.pk)
+    assert (stored.title, stored.updated_at) == ("", before)
+    assert not stored.messages.exists()
+
+
 @pytest.fixture
 def session_cookies(user):
     """A logged-in session of `user` (stored in the test database) and a CSRF cookie."""

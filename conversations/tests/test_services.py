@@ -90,48 +90,66 @@ def test_a_draft_whose_exchange_fails_leaves_no_conversation(user):
     assert Message.objects.get(idempotency_key="1:k") == taken.question
 
 
+def exchange_on(user, conversation, content):
+    """A new exchange on a stored conversation, as a stream's start makes it (its row claimed first)."""
+    with transaction.atomic():
+        claimed = services.conversation_for_exchange(user=user, conversation_id=conversation.pk)
+        services.exchange_start(conversation=claimed, content=content, context_limit=10)
+    return claimed
+
+
 @pytest.mark.django_db
-def test_conversation_for_exchange_fills_an_empty_title_and_moves_updated_at(user):
+def test_an_exchange_fills_an_empty_title_and_moves_updated_at(user):
     conversation = ConversationFactory(user=user, title="")
     long_ago = timezone.now() - timedelta(days=1)
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=long_ago)
 
-    claimed = services.conversation_for_exchange(
-        user=user, conversation_id=conversation.pk, content="  What is   the weather?\nIn Rome"
-    )
+    claimed = exchange_on(user, conversation, "  What is   the weather?\nIn Rome")
 
     stored = Conversation.objects.get(pk=conversation.pk)
     assert stored.title == claimed.title == "What is the weather?"
-    assert stored.updated_at > long_ago
+    assert stored.updated_at == claimed.updated_at > long_ago
     assert claimed.adapter == stored.adapter
 
 
 @pytest.mark.django_db
-def test_conversation_for_exchange_keeps_an_existing_title(user):
+def test_an_exchange_keeps_an_existing_title(user):
     conversation = ConversationFactory(user=user, title="Chosen by hand")
 
-    services.conversation_for_exchange(user=user, conversation_id=conversation.pk, content="Something else")
+    exchange_on(user, conversation, "Something else")
 
     assert Conversation.objects.get(pk=conversation.pk).title == "Chosen by hand"
 
 
 @pytest.mark.django_db
-def test_conversation_for_exchange_cuts_a_long_first_line_with_an_ellipsis(user):
+def test_an_exchange_cuts_a_long_first_line_with_an_ellipsis(user):
     conversation = ConversationFactory(user=user, title="")
 
-    services.conversation_for_exchange(user=user, conversation_id=conversation.pk, content="a" * 100)
+    exchange_on(user, conversation, "a" * 100)
 
     assert Conversation.objects.get(pk=conversation.pk).title == "a" * 59 + "…"
 
 
 @pytest.mark.django_db
+def test_conversation_for_exchange_only_locks_the_row(user):
+    """The claim writes nothing: the exchange's touch is written with the exchange (a refused start
+    leaves the conversation as it was)."""
+    conversation = ConversationFactory(user=user, title="")
+    before = Conversation.objects.get(pk=conversation.pk)
+
+    with transaction.atomic():
+        services.conversation_for_exchange(user=user, conversation_id=conversation.pk)
+
+    after = Conversation.objects.get(pk=conversation.pk)
+    assert (after.title, after.updated_at) == (before.title, before.updated_at)
+
+
+@pytest.mark.django_db
 def test_conversation_for_exchange_does_not_find_another_users_conversation(user, other_user):
     conversation = ConversationFactory(user=other_user, title="")
-    before = Conversation.objects.get(pk=conversation.pk).updated_at
 
     with pytest.raises(Conversation.DoesNotExist):
-        services.conversation_for_exchange(user=user, conversation_id=conversation.pk, content="Hi")
-    assert Conversation.objects.get(pk=conversation.pk).updated_at == before
+        services.conversation_for_exchange(user=user, conversation_id=conversation.pk)
 
 
 @pytest.mark.django_db

@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
@@ -439,3 +440,35 @@ def test_reserve_refuses_rows_to_insert_outside_a_transaction(user):
 
     assert not Reservation.objects.exists()
     assert not Conversation.objects.exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the COMMIT rides on PostgreSQL only")
+@pytest.mark.django_db(transaction=True)
+def test_a_reservation_that_ends_the_transaction_commits_in_its_own_round_trip(user):
+    rows_ = along_rows(user)
+    with transaction.atomic(), CaptureQueriesContext(connection) as statements:
+        reservation = quota_reserve(user=user, along=rows_, end=True)
+        # Committed already, before the block's end: the server has no transaction open.
+        assert connection.connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert statements[-1]["sql"].endswith("; COMMIT")
+    assert Reservation.objects.filter(id=reservation.id).exists()
+    assert Message.objects.get().conversation_id == rows_[0].pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_reservation_that_ends_the_transaction_writes_nothing_of_the_callers(user):
+    QuotaFactory(user=user, requests_used=3)
+
+    with pytest.raises(QuotaExceeded), transaction.atomic():
+        quota_reserve(user=user, along=along_rows(user), end=True)
+
+    assert not Conversation.objects.exists()
+    assert not Message.objects.exists()
+    assert not Reservation.objects.exists()
+
+
+def test_inside_another_transaction_a_reservation_leaves_its_end_to_it(user):
+    """A test's transaction around the caller's (a savepoint is open): no COMMIT is sent."""
+    with transaction.atomic(), CaptureQueriesContext(connection) as statements:
+        quota_reserve(user=user, along=along_rows(user), end=True)
+    assert not any(q["sql"].endswith("COMMIT") for q in statements)
