@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from django.db import DEFAULT_DB_ALIAS, connections, models
 
 
-def insert(*rows: "models.Model | Write", before: tuple["Write", ...] = (), end: bool = False) -> int | None:
+def insert(
+    *rows: "models.Model | Write",
+    before: tuple["Write", ...] = (),
+    locking: "Write | None" = None,
+    end: bool = False,
+) -> int | None:
     """INSERT `rows` (every concrete field given), as `bulk_create()` writes them; `auto_now` fields are
     set as `save()` sets them. A `Write` among them (an UPDATE, its WHERE last) runs with them. Rows of
     one model are one statement; rows of several (each model's in a run, parents first) are one
@@ -26,12 +31,16 @@ def insert(*rows: "models.Model | Write", before: tuple["Write", ...] = (), end:
     them changed a row (a reservation: what goes with it). Returns how many rows the last of them
     changed (None without `before`).
 
+    `locking` (with `before`): a statement that takes the locks the write needs, run before it — on
+    PostgreSQL sent with it, in the same round trip, as a statement of its own (the write's snapshot is
+    taken once the locks are held, so it sees what their last holder committed).
+
     `end` (with `before`): the statement is the last of the caller's transaction, which ends with it: on
-    PostgreSQL its COMMIT is sent with it, in one round trip (the caller's `atomic()` then has nothing
-    left to commit). Nothing may run after it in that transaction. Elsewhere, or inside another
+    PostgreSQL its COMMIT is sent with it, in the same round trip (the caller's `atomic()` then has
+    nothing left to commit). Nothing may run after it in that transaction. Elsewhere, or inside another
     transaction (a savepoint is open: a test's transaction around the caller's), it ends as usual."""
-    if end and not before:
-        raise ValueError("insert(end=True) ends the transaction of a write decided by `before`.")
+    if (end or locking) and not before:
+        raise ValueError("insert(end=…, locking=…) goes with a write decided by `before`.")
     db = _connection()
     together = db.vendor == "postgresql" and (before or len({type(row) for row in rows}) > 1)
     condition = f"EXISTS (SELECT FROM step_{len(before) - 1})" if together and before else None
@@ -44,18 +53,25 @@ def insert(*rows: "models.Model | Write", before: tuple["Write", ...] = (), end:
     with db.cursor() as cursor:
         if together:
             statement = _together(before, writes)
-            ends = end and not any(db.savepoint_ids)  # None: a block nested without a savepoint
-            cursor.execute(f"{statement.sql}; COMMIT" if ends else statement.sql, statement.params)
+            sql, params = statement.sql, statement.params
+            if locking is not None:
+                sql, params = f"{locking.sql}; {sql}", [*locking.params, *params]
+            if end and not any(db.savepoint_ids):  # None: a block nested without a savepoint
+                sql += "; COMMIT"
+            cursor.execute(sql, params)
+            if locking is not None:
+                cursor.nextset()  # the write's result, not the lock's
             changed = cursor.fetchone()[0] if before else None
         else:
-            for write in before:
+            for write in (locking, *before) if locking is not None else before:
                 cursor.execute(write.sql, write.params)
                 changed = cursor.rowcount
             for write in writes if changed != 0 else ():
                 cursor.execute(write.sql, write.params)
-    for row in rows:
-        if not isinstance(row, Write):
-            row._state.adding, row._state.db = False, db.alias
+    if changed != 0:
+        for row in rows:
+            if not isinstance(row, Write):
+                row._state.adding, row._state.db = False, db.alias
     return changed
 
 

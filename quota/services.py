@@ -3,13 +3,14 @@
 Plain synchronous functions with keyword-only arguments; async code (the streaming view) calls each
 one, or the whole transaction it joins, through one `sync_to_async` call.
 
-Exact under concurrency: `quota_reserve` locks the user's quota row (`select_for_update`) before it
-counts the live reservations and inserts one, so of any number of parallel reservations, across
-processes too, exactly as many succeed as there are requests remaining. Counters change only by
-increments in the database (`used = used + n`, in `_count`), or are set to zero when a period starts.
-A period that has ended is rolled over by the first write after its boundary (`quota_reserve`,
-`quota_commit`); reads (`quota_status`, the admin) show that new, empty period without writing it.
-One lock order everywhere: a transaction that writes both takes the quota row before its reservations.
+Exact under concurrency: `quota_reserve` locks the user's quota row (`FOR UPDATE`, in a statement of
+its own) before the statement that counts the live reservations and inserts one, so of any number of
+parallel reservations, across processes too, exactly as many succeed as there are requests remaining.
+Counters change only by increments in the database (`used = used + n`, in `_count`), or are set to
+zero when a period starts. A period that has ended is rolled over by the first write after its
+boundary (`quota_reserve`, `quota_commit`); reads (`quota_status`, the admin) show that new, empty
+period without writing it. One lock order everywhere: a transaction that writes both takes the quota
+row before its reservations.
 
 The statements on a stream's path (lock, sweep, reserve, count, release) are plain, portable SQL
 (PostgreSQL and `make run`'s SQLite): under `make bench` the ORM's query building cost more CPU than
@@ -113,68 +114,86 @@ def quota_reserve(*, user, along: tuple = (), end: bool = False, now: datetime |
     PostgreSQL (`rows.insert`'s rows: the stream's question and answer, its conversation's touch).
     `end`: the reservation is the last write of the caller's transaction, which ends with it (on
     PostgreSQL in the same round trip): a refusal then keeps what the transaction wrote before it, so
-    `along` must hold all of the caller's writes.
+    `along` must hold all of the caller's writes. A transaction of its own always ends so.
     """
     if (along or end) and not connection.in_atomic_block:
         raise ValueError("quota_reserve(along=…, end=…) writes as a part of the caller's transaction.")
     now = now or timezone.now()
-    with transaction.atomic(savepoint=False):
-        quota = _locked_quota(user_id=user.pk, now=now)
-        status = QuotaStatus.of(quota, reserved=0, now=now)
-        if status.period_start != quota.period_start:
-            _count(quota_id=quota.pk, now=now)  # the period ended: start the new one
-        reservation = Reservation(
-            id=Reservation.make_id(quota.pk),
-            quota_id=quota.pk,
-            created_at=now,
-            renewed_at=now,
-            expires_at=now + timedelta(seconds=settings.QUOTA_RESERVATION_TTL),
-        )
-        if status.tokens_remaining == 0:
-            refusal = QuotaExceeded(resource="tokens", resets_at=status.resets_at, now=now)
-        elif _sweep_and_insert_if_room(
-            reservation, used=status.requests_used, limit=status.request_limit, along=along, end=end
-        ):
-            return reservation
-        else:
-            refusal = QuotaExceeded(resource="requests", resets_at=status.resets_at, now=now)
-    # Raised after the block: on its own, the rollover above is kept (inside a caller's transaction it
-    # goes with it, and is redone by the next reservation).
-    raise refusal
+    end = end or not connection.in_atomic_block
+    reservation = Reservation(
+        id=Reservation.make_id(user.pk),
+        quota_id=user.pk,
+        created_at=now,
+        renewed_at=now,
+        expires_at=now + timedelta(seconds=settings.QUOTA_RESERVATION_TTL),
+    )
+    for _ in range(3):
+        with transaction.atomic(savepoint=False):
+            if _insert_if_room(reservation, along=along, end=end):
+                return reservation
+        # No room, or no quota row when the statement ran (the user's first reservation; a racing one
+        # may have created it since): the quota as it is now (created if missing) tells.
+        status = _status(quota_id=user.pk, now=now)
+        if status.tokens_remaining == 0 or status.requests_remaining == 0:
+            break
+    # Raised after the block: on its own, the statement's rollover and sweep are kept (inside a caller's
+    # transaction that did not end with it, they go with it, and are redone by the next reservation).
+    resource = "tokens" if status.tokens_remaining == 0 else "requests"
+    raise QuotaExceeded(resource=resource, resets_at=status.resets_at, now=now)
 
 
-def _sweep_and_insert_if_room(
-    reservation: Reservation, *, used: int, limit: int | None, along: tuple, end: bool
-) -> bool:
-    """Delete the quota's expired reservations, then insert `reservation` if `used` plus the live ones
-    leave room under `limit` (None: no limit), and write `along` with it. The quota row is locked, so
-    the count is current; with `end`, the transaction ends with the statement (`rows.insert`).
+def _insert_if_room(reservation: Reservation, *, along: tuple, end: bool) -> bool:
+    """Lock the quota row; start its new period when the last one ended; delete its expired
+    reservations; then insert `reservation` if the quota leaves room — tokens used under the token
+    limit, requests used plus the live reservations under the request limit (in effect: the override
+    or the default, none when unlimited: `Quota.…_limit_in_effect`) — and write `along` with it.
 
-    On PostgreSQL one statement (`rows.insert`'s, the sweep and the reservation CTEs of it): the count
-    reads the snapshot from before the sweep, and counts live reservations only; elsewhere (SQLite)
-    each is a statement of its own.
+    On PostgreSQL one round trip: the lock, then one statement (`rows.insert`'s: the rollover, the sweep
+    and the reservation CTEs of it, its count reading the snapshot taken once the lock is held, before
+    the sweep: live reservations only), and with `end` the COMMIT. Elsewhere (SQLite, whose IMMEDIATE
+    transactions hold the database's write lock) each is a statement of its own.
     """
     adapt = connection.ops.adapt_datetimefield_value
-    now = adapt(reservation.created_at)
-    sweep = "DELETE FROM quota_reservation WHERE quota_id = %s AND expires_at <= %s"
-    sweep_params = [reservation.quota_id, now]
-    insert = (
-        "INSERT INTO quota_reservation (id, quota_id, created_at, renewed_at, expires_at) "
-        "SELECT %s, %s, %s, %s, %s"
+    now, quota_id = adapt(reservation.created_at), reservation.quota_id
+    floor = period_floor(settings.QUOTA_PERIOD, reservation.created_at)
+    floor = adapt(floor) if floor is not None else None
+    tokens, requests = settings.QUOTA_DEFAULT_TOKEN_LIMIT, settings.QUOTA_DEFAULT_REQUEST_LIMIT
+    rollover = rows.Write(_ROLLOVER_SQL, [floor, quota_id, floor])
+    sweep = rows.Write(
+        "DELETE FROM quota_reservation WHERE quota_id = %s AND expires_at <= %s", [quota_id, now]
     )
-    params = [
-        reservation.id,
-        reservation.quota_id,
-        now,
-        adapt(reservation.renewed_at),
-        adapt(reservation.expires_at),
-    ]
-    if limit is not None:
-        live = "SELECT count(*) FROM quota_reservation WHERE quota_id = %s AND expires_at > %s"
-        insert += f" WHERE %s + ({live}) < %s"
-        params += [used, reservation.quota_id, now, limit]  # in the order of the placeholders
-    before = (rows.Write(sweep, sweep_params), rows.Write(insert, params))
-    return rows.insert(*along, before=before, end=end) == 1
+    insert = rows.Write(
+        _RESERVE_SQL,
+        [
+            *(reservation.id, quota_id, now, adapt(reservation.renewed_at), adapt(reservation.expires_at)),
+            *(quota_id, tokens, floor, tokens),  # in the order of the placeholders
+            *(requests, floor, quota_id, now, requests),
+        ],
+    )
+    locking = None
+    if connection.features.has_select_for_update:
+        locking = rows.Write(
+            f"SELECT 1 FROM quota_quota WHERE user_id = %s {connection.ops.for_update_sql()}", [quota_id]
+        )
+    return rows.insert(*along, before=(rollover, sweep, insert), locking=locking, end=end) == 1
+
+
+_ROLLOVER_SQL = (
+    "UPDATE quota_quota SET requests_used = 0, tokens_used = 0, period_start = %s "
+    "WHERE user_id = %s AND period_start < %s"
+)
+
+# The room, as `QuotaStatus` reckons it: counters read as zero once their period ended (`floor`).
+_RESERVE_SQL = """
+INSERT INTO quota_reservation (id, quota_id, created_at, renewed_at, expires_at)
+SELECT %s, %s, %s, %s, %s FROM quota_quota
+WHERE user_id = %s
+AND (unlimited_tokens OR COALESCE(token_limit, %s) IS NULL
+     OR CASE WHEN period_start < %s THEN 0 ELSE tokens_used END < COALESCE(token_limit, %s))
+AND (unlimited_requests OR COALESCE(request_limit, %s) IS NULL
+     OR CASE WHEN period_start < %s THEN 0 ELSE requests_used END
+        + (SELECT count(*) FROM quota_reservation WHERE quota_id = %s AND expires_at > %s)
+        < COALESCE(request_limit, %s))"""
 
 
 def quota_commit(*, reservation_id: str, tokens: int, now: datetime | None = None) -> QuotaStatus:
@@ -313,19 +332,6 @@ def _create_quotas(*, user_ids: list, now: datetime) -> None:
     Quota.objects.bulk_create(
         [Quota(user_id=user_id, period_start=start) for user_id in user_ids], ignore_conflicts=True
     )
-
-
-def _locked_quota(*, user_id, now: datetime) -> Quota:
-    """The user's quota row, created if missing, locked until the transaction ends (SQLite has no
-    row locks: its IMMEDIATE transactions already hold the database's write lock)."""
-    lock = f" {connection.ops.for_update_sql()}" if connection.features.has_select_for_update else ""
-    sql = f"SELECT {rows.columns(Quota)} FROM quota_quota WHERE user_id = %s{lock}"
-    for _ in range(2):
-        quota = rows.fetch(Quota, sql, [user_id])
-        if quota is not None:
-            return quota
-        _create_quotas(user_ids=[user_id], now=now)
-    raise Quota.DoesNotExist  # the user was deleted meanwhile
 
 
 def _execute(sql: str, params) -> None:
