@@ -12,12 +12,13 @@ import itertools
 from dataclasses import dataclass
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db.models.constants import OnConflict
 
 
 def insert(
     *rows: "models.Model | Write",
     before: tuple["Write", ...] = (),
-    locking: "Write | None" = None,
+    first: tuple["Write", ...] = (),
     end: bool = False,
 ) -> int | None:
     """INSERT `rows` (every concrete field given), as `bulk_create()` writes them; `auto_now` fields are
@@ -31,16 +32,16 @@ def insert(
     them changed a row (a reservation: what goes with it). Returns how many rows the last of them
     changed (None without `before`).
 
-    `locking` (with `before`): a statement that takes the locks the write needs, run before it — on
-    PostgreSQL sent with it, in the same round trip, as a statement of its own (the write's snapshot is
-    taken once the locks are held, so it sees what their last holder committed).
+    `first` (with `before`): statements run before the write, each a statement of its own — on
+    PostgreSQL sent with it, in the same round trip: the locks it needs (its snapshot is taken once they
+    are held, so it sees what their last holder committed), the rows they lock made sure of.
 
     `end` (with `before`): the statement is the last of the caller's transaction, which ends with it: on
     PostgreSQL its COMMIT is sent with it, in the same round trip (the caller's `atomic()` then has
     nothing left to commit). Nothing may run after it in that transaction. Elsewhere, or inside another
     transaction (a savepoint is open: a test's transaction around the caller's), it ends as usual."""
-    if (end or locking) and not before:
-        raise ValueError("insert(end=…, locking=…) goes with a write decided by `before`.")
+    if (end or first) and not before:
+        raise ValueError("insert(end=…, first=…) goes with a write decided by `before`.")
     db = _connection()
     together = db.vendor == "postgresql" and (before or len({type(row) for row in rows}) > 1)
     condition = f"EXISTS (SELECT FROM step_{len(before) - 1})" if together and before else None
@@ -53,17 +54,15 @@ def insert(
     with db.cursor() as cursor:
         if together:
             statement = _together(before, writes)
-            sql, params = statement.sql, statement.params
-            if locking is not None:
-                sql, params = f"{locking.sql}; {sql}", [*locking.params, *params]
+            sql = "; ".join([*(write.sql for write in first), statement.sql])
             if end and not any(db.savepoint_ids):  # None: a block nested without a savepoint
                 sql += "; COMMIT"
-            cursor.execute(sql, params)
-            if locking is not None:
-                cursor.nextset()  # the write's result, not the lock's
+            cursor.execute(sql, [value for write in (*first, statement) for value in write.params])
+            for _ in first:
+                cursor.nextset()  # the write's result, not theirs
             changed = cursor.fetchone()[0] if before else None
         else:
-            for write in (locking, *before) if locking is not None else before:
+            for write in (*first, *before):
                 cursor.execute(write.sql, write.params)
                 changed = cursor.rowcount
             for write in writes if changed != 0 else ():
@@ -102,6 +101,23 @@ def _together(before: tuple["Write", ...], writes: list["Write"]) -> "Write":
     return Write(
         f"WITH {named} {final.sql}", [value for write in ctes for value in write.params] + final.params
     )
+
+
+def inserting(row: models.Model, *, ignore_conflicts: bool = False) -> "Write":
+    """`row`'s INSERT, not run yet (as `insert()` writes it); with `ignore_conflicts`, a row whose key is
+    taken already is left as it is."""
+    db = _connection()
+    fields = type(row)._meta.concrete_fields
+    sql = _insert_sql(type(row), 1, db.vendor)
+    if ignore_conflicts:
+        sql = _ignoring_conflicts(sql, db)
+    return Write(sql, [field.get_db_prep_save(field.pre_save(row, True), db) for field in fields])
+
+
+def _ignoring_conflicts(sql: str, db) -> str:
+    statement = db.ops.insert_statement(on_conflict=OnConflict.IGNORE)
+    suffix = db.ops.on_conflict_suffix_sql([], OnConflict.IGNORE, [], [])
+    return f"{statement}{sql.removeprefix('INSERT INTO')} {suffix}".strip()
 
 
 @functools.cache

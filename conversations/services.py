@@ -84,7 +84,9 @@ def conversation_for_exchange(*, user, conversation_id) -> Conversation:
     raises `Conversation.DoesNotExist`, as a missing one does. Its exchange moves its `updated_at` and
     fills an empty title (`exchange_start`, `exchange_regenerate`). Call inside the caller's transaction.
     (Plain SQL: the ORM's `select_for_update().get()` compiles its query anew each time.)"""
-    lock = f" {connection.ops.for_update_sql()}" if connection.features.has_select_for_update else ""
+    lock = (
+        f" {connection.ops.for_update_sql(no_key=True)}" if connection.features.has_select_for_update else ""
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT title, adapter FROM conversations_conversation WHERE id = %s AND user_id = %s{lock}",

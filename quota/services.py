@@ -127,23 +127,19 @@ def quota_reserve(*, user, along: tuple = (), end: bool = False, now: datetime |
         renewed_at=now,
         expires_at=now + timedelta(seconds=settings.QUOTA_RESERVATION_TTL),
     )
-    for _ in range(3):
-        with transaction.atomic(savepoint=False):
-            if _insert_if_room(reservation, along=along, end=end):
-                return reservation
-        # No room, or no quota row when the statement ran (the user's first reservation; a racing one
-        # may have created it since): the quota as it is now (created if missing) tells.
-        status = _status(quota_id=user.pk, now=now)
-        if status.tokens_remaining == 0 or status.requests_remaining == 0:
-            break
+    with transaction.atomic(savepoint=False):
+        if _insert_if_room(reservation, along=along, end=end):
+            return reservation
     # Raised after the block: on its own, the statement's rollover and sweep are kept (inside a caller's
     # transaction that did not end with it, they go with it, and are redone by the next reservation).
+    status = _status(quota_id=user.pk, now=now)  # the quota as it is now, for the refusal's reason
     resource = "tokens" if status.tokens_remaining == 0 else "requests"
     raise QuotaExceeded(resource=resource, resets_at=status.resets_at, now=now)
 
 
 def _insert_if_room(reservation: Reservation, *, along: tuple, end: bool) -> bool:
-    """Lock the quota row; start its new period when the last one ended; delete its expired
+    """Lock the quota row (created first when missing: a user's first reservation); start its new
+    period when the last one ended; delete its expired
     reservations; then insert `reservation` if the quota leaves room — tokens used under the token
     limit, requests used plus the live reservations under the request limit (in effect: the override
     or the default, none when unlimited: `Quota.…_limit_in_effect`) — and write `along` with it.
@@ -170,12 +166,12 @@ def _insert_if_room(reservation: Reservation, *, along: tuple, end: bool) -> boo
             *(requests, floor, quota_id, now, requests),
         ],
     )
-    locking = None
+    start = period_floor(settings.QUOTA_PERIOD, reservation.created_at) or reservation.created_at
+    first = [rows.inserting(Quota(user_id=quota_id, period_start=start), ignore_conflicts=True)]
     if connection.features.has_select_for_update:
-        locking = rows.Write(
-            f"SELECT 1 FROM quota_quota WHERE user_id = %s {connection.ops.for_update_sql()}", [quota_id]
-        )
-    return rows.insert(*along, before=(rollover, sweep, insert), locking=locking, end=end) == 1
+        lock = f"SELECT 1 FROM quota_quota WHERE user_id = %s {connection.ops.for_update_sql()}"
+        first.append(rows.Write(lock, [quota_id]))
+    return rows.insert(*along, before=(rollover, sweep, insert), first=tuple(first), end=end) == 1
 
 
 _ROLLOVER_SQL = (

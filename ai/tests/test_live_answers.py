@@ -514,6 +514,23 @@ def test_a_second_message_while_the_answer_streams_is_409_and_stores_and_reserve
     assert_nothing_held()
 
 
+def test_messages_sent_at_once_to_one_conversation_start_one_answer_also_as_a_users_first(
+    live_asgi, token, user
+):
+    """Ten messages at once to one conversation, by a user without a quota row yet (their first
+    reservation creates it): one answer streams, the others are 409 — the conversation's lock is held
+    until the start's one statement has made its writes, the quota row's creation included."""
+    conversation = ConversationFactory(user=user)
+    assert not Quota.objects.filter(user=user).exists()
+    body = {"message": f"at once {SLOW}", "conversation_id": str(conversation.pk)}
+    results = asyncio.run(post_together(live_asgi.url, token.key, body, count=10))
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] + [409] * 9, statuses
+    assert Message.objects.filter(conversation=conversation).count() == 2
+    assert quota_of(user)[0] == 1
+    assert_nothing_held()
+
+
 def test_a_stale_streaming_answer_does_not_block_a_new_message(live_asgi, client, token, user):
     long_ago = timezone.now() - timedelta(seconds=settings.QUOTA_RESERVATION_TTL + 60)
     conversation = ConversationFactory(user=user)
