@@ -82,8 +82,7 @@ def _writes(model: type, batch: list, db, condition: str | None) -> list["Write"
         return (
             [Write(f"{write.sql} AND {condition}", write.params) for write in batch] if condition else batch
         )
-    fields = model._meta.concrete_fields
-    values = [[field.get_db_prep_save(field.pre_save(row, True), db) for field in fields] for row in batch]
+    values = [_values(row, db) for row in batch]
     if condition is None:
         return [Write(_insert_sql(model, len(batch), db.vendor), [v for row in values for v in row])]
     return [Write(_insert_sql(model, 1, db.vendor, condition), row) for row in values]
@@ -107,11 +106,15 @@ def inserting(row: models.Model, *, ignore_conflicts: bool = False) -> "Write":
     """`row`'s INSERT, not run yet (as `insert()` writes it); with `ignore_conflicts`, a row whose key is
     taken already is left as it is."""
     db = _connection()
-    fields = type(row)._meta.concrete_fields
     sql = _insert_sql(type(row), 1, db.vendor)
     if ignore_conflicts:
         sql = _ignoring_conflicts(sql, db)
-    return Write(sql, [field.get_db_prep_save(field.pre_save(row, True), db) for field in fields])
+    return Write(sql, _values(row, db))
+
+
+def _values(row: models.Model, db) -> list:
+    """`row`'s concrete fields prepared for its INSERT, as `save()` prepares them."""
+    return [field.get_db_prep_save(field.pre_save(row, True), db) for field in row._meta.concrete_fields]
 
 
 def _ignoring_conflicts(sql: str, db) -> str:

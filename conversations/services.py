@@ -104,13 +104,13 @@ def conversation_for_exchange(*, user, conversation_id) -> Conversation:
 def _touch(conversation: Conversation, content: str, now: datetime) -> rows.Write:
     """The write of a stored conversation's new exchange: `updated_at` moves to `now`; an empty title is
     filled from `content` (the conversation's first message)."""
-    conversation.updated_at = now
-    conversation.title = conversation.title or title_from_message(content)
+    title = title_from_message(content)
+    conversation.updated_at, conversation.title = now, conversation.title or title
     return rows.Write(
         _TOUCH_SQL,
         [
             connection.ops.adapt_datetimefield_value(now),
-            title_from_message(content),
+            title,
             Conversation._meta.pk.get_db_prep_value(conversation.pk, connection),
         ],
     )

@@ -151,8 +151,8 @@ def _insert_if_room(reservation: Reservation, *, along: tuple, end: bool) -> boo
     """
     adapt = connection.ops.adapt_datetimefield_value
     now, quota_id = adapt(reservation.created_at), reservation.quota_id
-    floor = period_floor(settings.QUOTA_PERIOD, reservation.created_at)
-    floor = adapt(floor) if floor is not None else None
+    period_start = period_floor(settings.QUOTA_PERIOD, reservation.created_at)
+    floor = adapt(period_start) if period_start is not None else None
     tokens, requests = settings.QUOTA_DEFAULT_TOKEN_LIMIT, settings.QUOTA_DEFAULT_REQUEST_LIMIT
     rollover = rows.Write(_ROLLOVER_SQL, [floor, quota_id, floor])
     sweep = rows.Write(
@@ -166,8 +166,8 @@ def _insert_if_room(reservation: Reservation, *, along: tuple, end: bool) -> boo
             *(requests, floor, quota_id, now, requests),
         ],
     )
-    start = period_floor(settings.QUOTA_PERIOD, reservation.created_at) or reservation.created_at
-    first = [rows.inserting(Quota(user_id=quota_id, period_start=start), ignore_conflicts=True)]
+    new_quota = Quota(user_id=quota_id, period_start=period_start or reservation.created_at)
+    first = [rows.inserting(new_quota, ignore_conflicts=True)]
     if connection.features.has_select_for_update:
         lock = f"SELECT 1 FROM quota_quota WHERE user_id = %s {connection.ops.for_update_sql()}"
         first.append(rows.Write(lock, [quota_id]))

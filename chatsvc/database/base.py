@@ -49,22 +49,28 @@ class BeginWithFirstStatement:
         if begin is None:
             return super()._execute(statement, params, *ignored_wrapper_args)
         if not isinstance(statement, str) or not isinstance(self.cursor, psycopg.ClientCursor):
-            self.db.begin_now(begin)
+            self._begin_alone()
             return super()._execute(statement, params, *ignored_wrapper_args)
         super()._execute(f"{begin}; {statement}", params, *ignored_wrapper_args)
         self.cursor.nextset()  # the statement's result, not BEGIN's
         return self.cursor
 
+    def _begin_alone(self) -> None:
+        """Send the transaction's BEGIN as a statement of its own, when one is wanted."""
+        if (begin := self.db.transaction_to_begin()) is not None:
+            with self.db.wrap_database_errors:
+                self.db.connection.execute(begin)
+
     def _executemany(self, statement, param_list, *ignored_wrapper_args):
-        self.db.begin_now(self.db.transaction_to_begin())
+        self._begin_alone()
         return super()._executemany(statement, param_list, *ignored_wrapper_args)
 
     def callproc(self, procname, params=None, kparams=None):
-        self.db.begin_now(self.db.transaction_to_begin())
+        self._begin_alone()
         return super().callproc(procname, params, kparams)
 
     def copy(self, statement):
-        self.db.begin_now(self.db.transaction_to_begin())
+        self._begin_alone()
         return self.cursor.copy(statement)
 
 
@@ -104,11 +110,6 @@ class DatabaseWrapper(base.DatabaseWrapper):
             if level is None
             else f"BEGIN ISOLATION LEVEL {IsolationLevel(level).name.replace('_', ' ')}"
         )
-
-    def begin_now(self, begin: str | None) -> None:
-        if begin is not None:
-            with self.wrap_database_errors:
-                self.connection.execute(begin)
 
     def make_cursor(self, cursor):
         return CursorWrapper(cursor, self)
