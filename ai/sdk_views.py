@@ -59,7 +59,9 @@ class UIChatView(StartView):
     def start(user, data, request):
         serializer = UIChatRequestSerializer(data=data, context={"user": user})
         serializer.is_valid(raise_exception=True)
-        started = start_answer(user=user, create_missing=True, **start_options(serializer.validated_data))
+        started = start_answer(
+            user=user, auth=request.auth, create_missing=True, **start_options(serializer.validated_data)
+        )
         response = ui_response(ui_frames(started.answer_id, first_reader=True))
         response.started = started  # its owner is spawned on the event loop by `admitted`
         return response

@@ -24,6 +24,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, connecti
 from django.utils import timezone
 
 from ai.adapters.base import ChatMessage, Usage
+from chatsvc import rows
 from conversations import services as conversation_services
 from conversations.models import Conversation, Message
 from quota import services as quota_services
@@ -78,17 +79,21 @@ def stream_start(
     regenerate: bool = False,
     create_missing: bool = False,
     idempotency_key: str | None = None,
+    only_if: rows.Condition | None = None,
 ) -> StreamStart | Retry:
     """Check and write everything an answer needs, in one transaction; then hand the connection back.
 
     With `idempotency_key`, a request that repeats an earlier one (same key, same body) starts nothing
     and returns `Retry`; the same key with another body raises `IdempotencyKeyMismatch`. With
     `create_missing`, a `conversation_id` that does not exist yet starts a conversation with that id.
-    Raises `Conversation.DoesNotExist` (not the caller's), `StreamInProgress`, `NothingToRegenerate`,
-    `AdapterNotConfigured`, `QuotaExceeded`.
+    With `only_if` (a start's remembered token still valid), nothing is started unless it holds when the
+    answer is reserved. Raises `Conversation.DoesNotExist` (not the caller's), `StreamInProgress`,
+    `NothingToRegenerate`, `AdapterNotConfigured`, `QuotaExceeded`, `ConditionFailed` (`only_if`).
     """
     try:
-        started = _start(user, message, conversation_id, adapter, regenerate, create_missing, idempotency_key)
+        started = _start(
+            user, message, conversation_id, adapter, regenerate, create_missing, idempotency_key, only_if
+        )
     finally:
         # The answer may last minutes: thousands of them must not hold thousands of connections.
         connection.close()
@@ -97,7 +102,7 @@ def stream_start(
     return started
 
 
-def _start(user, message, conversation_id, adapter, regenerate, create_missing, idempotency_key):
+def _start(user, message, conversation_id, adapter, regenerate, create_missing, idempotency_key, only_if):
     key = fingerprint = None
     if idempotency_key is not None:
         key = f"{user.pk}:{idempotency_key}"
@@ -126,7 +131,7 @@ def _start(user, message, conversation_id, adapter, regenerate, create_missing, 
                 "fingerprint": fingerprint or "",
             }
             if regenerate:
-                reservation = quota_services.quota_reserve(user=user)
+                reservation = quota_services.quota_reserve(user=user, only_if=only_if)
                 exchange = conversation_services.exchange_regenerate(**exchange_options)
             else:
                 # The exchange's writes are made with the reservation, in its statement, which ends the
@@ -137,7 +142,7 @@ def _start(user, message, conversation_id, adapter, regenerate, create_missing, 
                 # Not after `create_missing` stored the conversation: a refusal would keep it.
                 created_here = new and not conversation._state.adding
                 reservation = quota_services.quota_reserve(
-                    user=user, along=exchange.rows, end=not created_here
+                    user=user, along=exchange.rows, end=not created_here, only_if=only_if
                 )
     except IntegrityError:
         if key and (retry := _retry_of(key, fingerprint)):

@@ -26,13 +26,13 @@ from ai import generations, services, sse
 from ai.serializers import ChatRequestSerializer, idempotency_key, last_event_id
 from chatsvc import metrics
 from chatsvc.api import EMPTY_BODY, JSONBodyMixin, error_body, error_response
-from chatsvc.authentication import TokenAuthentication
+from chatsvc.authentication import Remembered, RememberingTokenAuthentication, TokenAuthentication
 from conversations import selectors
 from conversations.api.serializers import MessageSerializer
 from conversations.api.views import StreamInProgressError
 from conversations.models import Conversation, Message
 from conversations.services import NothingToRegenerate, StreamInProgress
-from quota.exceptions import QuotaExceeded
+from quota.exceptions import ConditionFailed, QuotaExceeded
 
 
 class QuotaExceededError(exceptions.APIException):
@@ -68,12 +68,16 @@ class JSONErrorsNegotiation(DefaultContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-def start_answer(*, user, **request) -> services.StreamStart | services.Retry:
+def start_answer(*, user, auth=None, **request) -> services.StreamStart | services.Retry:
     """`services.stream_start()` with its domain errors as the API's. Shared by every transport's start
     (the contract's stream, the AI SDK's chat); its caller spawns the owner of a started answer on the
-    event loop (`generations.owned_once_started`)."""
+    event loop (`generations.owned_once_started`). `auth`: the request's; a `Remembered` token is
+    checked again by the start's reservation."""
+    only_if = auth.still_valid() if isinstance(auth, Remembered) else None
     try:
-        started = services.stream_start(user=user, **request)
+        started = services.stream_start(user=user, only_if=only_if, **request)
+    except ConditionFailed:
+        raise exceptions.AuthenticationFailed() from None  # the token went between two reads of it
     except Conversation.DoesNotExist:
         raise exceptions.NotFound() from None
     except services.IdempotencyKeyMismatch:
@@ -137,7 +141,7 @@ def token_fast_path(view_class: type["FastView"]):
     (`chatsvc.api.error_response`), and `view_class.served()` does the work either way. Any other
     request (a session's, another method or content type) goes through DRF."""
     through_drf = view_class.as_view()
-    authentication = TokenAuthentication()
+    authentication = view_class.token_authentication()
     token = f"{authentication.keyword} "
 
     @csrf_exempt  # as DRF's views are: a token carries no CSRF token (DRF checks a session's)
@@ -146,7 +150,7 @@ def token_fast_path(view_class: type["FastView"]):
         if not view_class.takes(request) or not request.META.get("HTTP_AUTHORIZATION", "").startswith(token):
             return through_drf(request, *args, **kwargs)
         try:
-            request.user, _ = authentication.authenticate(request)  # as DRF sets it
+            request.user, request.auth = authentication.authenticate(request)  # as DRF sets them
             return view_class.served(request, *args, **kwargs)
         except Exception as error:
             response = error_response(error, authenticate_header=authentication.keyword)
@@ -217,9 +221,11 @@ STREAM_RESPONSE = OpenApiResponse(
 
 class FastView(StreamView):
     """A view of one method whose requests with a token `token_fast_path` serves without DRF's
-    dispatch: `served()` answers them, whichever dispatched them (its `request.user` is set)."""
+    dispatch (authenticated by `token_authentication`): `served()` answers them, whichever dispatched
+    them (its `request.user` and `request.auth` are set)."""
 
     method = "GET"
+    token_authentication = TokenAuthentication
 
     @classmethod
     def takes(cls, request) -> bool:
@@ -231,9 +237,11 @@ class FastView(StreamView):
 
 
 class StartView(JSONBodyMixin, FastView):
-    """A view that starts an answer from a JSON body (served by `admitted`): `start()` is its work."""
+    """A view that starts an answer from a JSON body (served by `admitted`): `start()` is its work,
+    `start_answer(auth=request.auth)` its start."""
 
     method = "POST"
+    token_authentication = RememberingTokenAuthentication
 
     @classmethod
     def takes(cls, request) -> bool:
@@ -241,9 +249,19 @@ class StartView(JSONBodyMixin, FastView):
 
     @classmethod
     def served(cls, request) -> HttpResponse:
-        if not request.body:
-            raise exceptions.ValidationError(EMPTY_BODY)
-        return cls.start(request.user, JSONParser().parse(io.BytesIO(request.body)), request)
+        """`start()`'s answer. With a token remembered, not read (`request.auth` a `Remembered`), only a
+        started answer is given on the memory's word (its reservation checked the token); any other —
+        an error, a retry's replay — once the token is read again: a 401 if it no longer holds."""
+        try:
+            if not request.body:
+                raise exceptions.ValidationError(EMPTY_BODY)
+            response = cls.start(request.user, JSONParser().parse(io.BytesIO(request.body)), request)
+        except Exception:
+            _confirm(request.auth)
+            raise
+        if not isinstance(getattr(response, "started", None), services.StreamStart):
+            _confirm(request.auth)
+        return response
 
     @staticmethod
     def start(user, data, request) -> HttpResponse:
@@ -251,6 +269,11 @@ class StartView(JSONBodyMixin, FastView):
 
     def post(self, request):
         return self.start(request.user, request.data, request)
+
+
+def _confirm(auth) -> None:
+    if isinstance(auth, Remembered):
+        auth.confirm()
 
 
 @extend_schema_view(
@@ -281,7 +304,7 @@ class ChatStreamView(StartView):
         serializer = ChatRequestSerializer(data=data)
         serializer.is_valid(raise_exception=True)
         key = idempotency_key(request)
-        started = start_answer(user=user, idempotency_key=key, **serializer.validated_data)
+        started = start_answer(user=user, auth=request.auth, idempotency_key=key, **serializer.validated_data)
         if isinstance(started, services.Retry):
             return sse.response(sse.frames(generations.answer_replay(started.answer_id)))
         response = sse.response(sse.frames(generations.first_reading(started.answer_id)))

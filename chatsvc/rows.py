@@ -146,6 +146,22 @@ class Write:
     params: dict | list
 
 
+@dataclass(frozen=True)
+class Condition:
+    """SQL that is true or false (`EXISTS (…)`), its parameters positional: what a write may be made
+    under (`quota_reserve(only_if=…)`)."""
+
+    sql: str
+    params: list
+
+
+def holds(condition: Condition) -> bool:
+    """Whether `condition` holds now."""
+    with _connection().cursor() as cursor:
+        cursor.execute(f"SELECT {condition.sql}", condition.params)
+        return bool(cursor.fetchone()[0])
+
+
 def run(write: Write) -> int:
     """Run `write`; how many rows it changed."""
     with _connection().cursor() as cursor:

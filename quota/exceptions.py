@@ -26,6 +26,11 @@ class QuotaExceeded(Exception):
         super().__init__(self.message)
 
 
+class ConditionFailed(Exception):
+    """The condition a reservation was asked under (`quota_reserve(only_if=…)`) did not hold: nothing
+    was reserved."""
+
+
 class UnknownUsers(Exception):
     """Some of the usernames given name no user."""
 

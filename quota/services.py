@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from chatsvc import rows
 from quota import selectors
-from quota.exceptions import QuotaExceeded, UnknownUsers
+from quota.exceptions import ConditionFailed, QuotaExceeded, UnknownUsers
 from quota.models import Quota, Reservation
 from quota.periods import period_end, period_floor
 
@@ -106,7 +106,14 @@ class ResetResult:
         )
 
 
-def quota_reserve(*, user, along: tuple = (), end: bool = False, now: datetime | None = None) -> Reservation:
+def quota_reserve(
+    *,
+    user,
+    along: tuple = (),
+    end: bool = False,
+    only_if: rows.Condition | None = None,
+    now: datetime | None = None,
+) -> Reservation:
     """Hold one request for a generation that is starting, or raise `QuotaExceeded`.
 
     Runs in its own transaction, or joins the caller's (which then holds the row lock until it ends).
@@ -115,6 +122,9 @@ def quota_reserve(*, user, along: tuple = (), end: bool = False, now: datetime |
     `end`: the reservation is the last write of the caller's transaction, which ends with it (on
     PostgreSQL in the same round trip): a refusal then keeps what the transaction wrote before it, so
     `along` must hold all of the caller's writes. A transaction of its own always ends so.
+    `only_if`: a condition of the caller's, checked in the reservation's statement (a start's remembered
+    token still valid: `chatsvc.authentication`); when it does not hold, nothing is reserved and
+    `ConditionFailed` is raised.
     """
     if (along or end) and not connection.in_atomic_block:
         raise ValueError("quota_reserve(along=…, end=…) writes as a part of the caller's transaction.")
@@ -128,8 +138,10 @@ def quota_reserve(*, user, along: tuple = (), end: bool = False, now: datetime |
         expires_at=now + timedelta(seconds=settings.QUOTA_RESERVATION_TTL),
     )
     with transaction.atomic(savepoint=False):
-        if _insert_if_room(reservation, along=along, end=end):
+        if _insert_if_room(reservation, along=along, end=end, only_if=only_if):
             return reservation
+    if only_if is not None and not rows.holds(only_if):
+        raise ConditionFailed
     # Raised after the block: on its own, the statement's rollover and sweep are kept (inside a caller's
     # transaction that did not end with it, they go with it, and are redone by the next reservation).
     status = _status(quota_id=user.pk, now=now)  # the quota as it is now, for the refusal's reason
@@ -137,12 +149,15 @@ def quota_reserve(*, user, along: tuple = (), end: bool = False, now: datetime |
     raise QuotaExceeded(resource=resource, resets_at=status.resets_at, now=now)
 
 
-def _insert_if_room(reservation: Reservation, *, along: tuple, end: bool) -> bool:
+def _insert_if_room(
+    reservation: Reservation, *, along: tuple, end: bool, only_if: rows.Condition | None
+) -> bool:
     """Lock the quota row (created first when missing: a user's first reservation); start its new
     period when the last one ended; delete its expired
     reservations; then insert `reservation` if the quota leaves room — tokens used under the token
     limit, requests used plus the live reservations under the request limit (in effect: the override
-    or the default, none when unlimited: `Quota.…_limit_in_effect`) — and write `along` with it.
+    or the default, none when unlimited: `Quota.…_limit_in_effect`) and `only_if` holds — and write
+    `along` with it.
 
     On PostgreSQL one round trip: the lock, then one statement (`rows.insert`'s: the rollover, the sweep
     and the reservation CTEs of it, its count reading the snapshot taken once the lock is held, before
@@ -159,11 +174,12 @@ def _insert_if_room(reservation: Reservation, *, along: tuple, end: bool) -> boo
         "DELETE FROM quota_reservation WHERE quota_id = %s AND expires_at <= %s", [quota_id, now]
     )
     insert = rows.Write(
-        _RESERVE_SQL,
+        _RESERVE_SQL if only_if is None else f"{_RESERVE_SQL}\nAND {only_if.sql}",
         [
             *(reservation.id, quota_id, now, adapt(reservation.renewed_at), adapt(reservation.expires_at)),
             *(quota_id, tokens, floor, tokens),  # in the order of the placeholders
             *(requests, floor, quota_id, now, requests),
+            *(only_if.params if only_if is not None else ()),
         ],
     )
     new_quota = Quota(user_id=quota_id, period_start=period_start or reservation.created_at)

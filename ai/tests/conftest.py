@@ -1,6 +1,7 @@
 """Fixtures of the `ai` tests: the fake OpenAI-compatible server (movable to the root conftest as is),
 a logged-in session."""
 
+import httpx
 import pytest
 from django.conf import settings
 from django.middleware.csrf import _get_new_csrf_string
@@ -32,3 +33,12 @@ def session(user):
     csrf = _get_new_csrf_string()
     session_id = django_client.cookies[settings.SESSION_COOKIE_NAME].value
     return {settings.SESSION_COOKIE_NAME: session_id, settings.CSRF_COOKIE_NAME: csrf}, csrf
+
+
+@pytest.fixture
+def token_client(live_asgi, token):
+    """An httpx client of the live server, authenticated by `token`."""
+    with httpx.Client(
+        base_url=live_asgi.url, headers={"Authorization": f"Token {token.key}"}, timeout=30
+    ) as client:
+        yield client

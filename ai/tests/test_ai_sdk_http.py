@@ -28,11 +28,8 @@ def chat_body(text: str, chat_id: str = "chat-1", **extra) -> dict:
 
 
 @pytest.fixture
-def client(live_asgi, token):
-    with httpx.Client(
-        base_url=live_asgi.url, headers={"Authorization": f"Token {token.key}"}, timeout=30
-    ) as c:
-        yield c
+def client(token_client):
+    return token_client
 
 
 def ui_events(response: httpx.Response) -> list[dict]:

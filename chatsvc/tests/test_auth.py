@@ -3,9 +3,12 @@
 import pytest
 from django.middleware.csrf import get_token
 from django.test import RequestFactory
+from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.test import APIClient
 
-from chatsvc.authentication import TokenAuthentication
+from chatsvc import authentication, rows
+from chatsvc.authentication import Remembered, RememberingTokenAuthentication, TokenAuthentication
 from conversations.models import Conversation
 from conversations.tests.factories import ConversationFactory
 
@@ -85,6 +88,49 @@ def test_a_token_authenticates_its_user_with_every_field_read(user, token):
         True,
     )
     assert key == token.key
+
+
+def token_request(key: str):
+    return RequestFactory().post("/api/ai/chat/stream", HTTP_AUTHORIZATION=f"Token {key}")
+
+
+def test_a_starts_token_is_read_once_then_remembered_with_the_condition_that_checks_it(
+    user, token, django_assert_num_queries
+):
+    with django_assert_num_queries(1):
+        first, key = RememberingTokenAuthentication().authenticate(token_request(token.key))
+    with django_assert_num_queries(0):
+        again, remembered = RememberingTokenAuthentication().authenticate(token_request(token.key))
+
+    assert (first.pk, key) == (user.pk, token.key)
+    assert (again.pk, again.username) == (user.pk, user.username)
+    assert again is not first
+    assert remembered == Remembered(token.key, user.pk)
+    assert rows.holds(remembered.still_valid())
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    assert not rows.holds(remembered.still_valid())
+    with pytest.raises(AuthenticationFailed, match="inactive"):
+        remembered.confirm()
+    # Forgotten by the failed confirmation: read again.
+    with django_assert_num_queries(1), pytest.raises(AuthenticationFailed):
+        RememberingTokenAuthentication().authenticate(token_request(token.key))
+
+
+def test_a_remembered_token_is_read_again_after_a_while_and_the_oldest_is_forgotten_first(
+    user, other_user, token, monkeypatch, django_assert_num_queries
+):
+    other = Token.objects.create(user=other_user)
+    remembering = RememberingTokenAuthentication()
+    monkeypatch.setattr(authentication, "REMEMBER_AT_MOST", 1)
+    remembering.authenticate(token_request(token.key))
+    remembering.authenticate(token_request(other.key))  # the first forgotten to make room
+    with django_assert_num_queries(1):
+        assert remembering.authenticate(token_request(token.key))[1] == token.key
+
+    monkeypatch.setattr(authentication, "REMEMBER_FOR", 0.0)
+    with django_assert_num_queries(1):
+        assert remembering.authenticate(token_request(token.key))[1] == token.key
 
 
 def test_a_valid_token_reads_the_callers_conversations(api, conversation):
