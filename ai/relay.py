@@ -203,21 +203,27 @@ class _Relay:
         to: str,
         group: bool = False,
         patience: float,
+        again: float | None = None,
         sent: asyncio.Future | None = None,
     ) -> dict | None:
         """Send `message` to a process (its channel `to`, or every member of the group `to`) and wait
-        for the reply; None when none came within `patience` seconds (or the layer failed). `sent` is
-        resolved once the message is with the layer."""
+        for the reply; None when none came within `patience` seconds (or the layer failed). With
+        `again`, the message is sent again every `again` seconds until a reply comes: an answer's owner
+        may join its group after its first event (`owner_joined`), and a group's message finds only
+        the members it has when it is sent. A request is answered once: replies after the first are
+        dropped. `sent` is resolved once the message is with the layer."""
         request_id = uuid.uuid4().hex
         waiter = asyncio.get_running_loop().create_future()
         self._replies[request_id] = waiter
         try:
             async with asyncio.timeout(patience):  # this process's channel and the send included
                 message = {**message, "request_id": request_id, "reply_to": await self.ready()}
-                await self.call("group_send" if group else "send", to, message)
-                if sent is not None:
-                    sent.set_result(None)
-                return await waiter
+                while not waiter.done():
+                    await self.call("group_send" if group else "send", to, message)
+                    if sent is not None and not sent.done():
+                        sent.set_result(None)
+                    await asyncio.wait({waiter}, timeout=again)
+                return waiter.result()
         except (TimeoutError, OSError, ConnectionError, RedisError):
             return None
         except Exception:
@@ -233,7 +239,8 @@ class _Relay:
         if contact is None:
             message = {"type": "answer.pull", "answer_id": str(answer_id)}
             patience = settings.AI_STREAM_OWNER_TIMEOUT
-            contact = self.spawn(self.ask(message, to=_group(answer_id), group=True, patience=patience))
+            asking = self.ask(message, to=_group(answer_id), group=True, patience=patience, again=JOIN_WAIT)
+            contact = self.spawn(asking)
             self._contacts[answer_id] = contact
             contact.add_done_callback(lambda _: self._contacts.pop(answer_id, None))
         return await asyncio.shield(contact)
@@ -462,7 +469,7 @@ async def stop_remote(answer_id: uuid.UUID) -> bool:
         return False
     message = {"type": "answer.stop", "answer_id": str(answer_id)}
     reply = await _relay.ask(
-        message, to=_group(answer_id), group=True, patience=settings.AI_STREAM_OWNER_TIMEOUT
+        message, to=_group(answer_id), group=True, patience=settings.AI_STREAM_OWNER_TIMEOUT, again=JOIN_WAIT
     )
     return bool(reply and reply.get("found"))
 

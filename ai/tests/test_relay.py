@@ -6,7 +6,8 @@ import uuid
 import pytest
 import redis
 
-from ai import relay
+from ai import generations, relay
+from ai.events import EventLog
 from conftest import RedisServer
 
 
@@ -57,3 +58,31 @@ def test_a_message_the_process_sends_itself_comes_back_and_none_while_redis_is_d
             await relay.close()
 
     assert asyncio.run(scenario()) == (True, False)
+
+
+def test_a_reader_that_asks_before_the_owner_has_joined_the_answers_group_is_answered_once_it_has(
+    redis_layer, settings
+):
+    """An owner joins its answer's group after its first event when the layer is slower than
+    `JOIN_WAIT`; a reader elsewhere may ask in between, to a group without members yet. The ask is
+    sent again until the owner, once in the group, answers it — not a 204 after the owner's timeout."""
+    settings.AI_STREAM_OWNER_TIMEOUT = 3 * relay.JOIN_WAIT
+    answer_id = uuid.uuid4()
+    generation = EventLog()
+    generation.log({"type": "start"})
+
+    async def scenario():
+        try:
+            asking = asyncio.ensure_future(relay._relay.first_contact(answer_id))
+            await asyncio.sleep(1.5 * relay.JOIN_WAIT)  # the ask went to a group of no one
+            assert not asking.done()
+            generations._generations[answer_id] = generation
+            await relay.owner_joined(answer_id)
+            return await asking
+        finally:
+            generations._generations.pop(answer_id, None)
+            await relay.close()
+
+    reply = asyncio.run(scenario())
+    assert reply["found"] is True
+    assert reply["events"] == [[1, {"type": "start"}]]
