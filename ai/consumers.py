@@ -166,7 +166,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         serializer.is_valid(raise_exception=True)
         options = start_options(serializer.validated_data)
         started = await generations.owned_once_started(
-            _in_a_thread(start_answer)(user=user, create_missing=True, **options)
+            _in_a_thread(start_answer)(user=user, auth=None, create_missing=True, **options)
         )
         answer_id = str(started.answer_id)
         if frame["requestId"] in self.aborted:

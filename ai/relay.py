@@ -2,14 +2,15 @@
 
 Each process listens on one channel of its own. The owner of an answer adds that channel to the
 answer's group (`ai.answer.<message_id>`). A process whose clients read an answer of another keeps one
-copy of its log (a `Mirror`), shared by all its readers of that answer: it asks the group once for the
-events so far, then follows the owner. Following is pulled in batches — one request per owner process
+copy of its log (a `Mirror`), shared by all its readers of that answer: it asks the group for the
+events so far (again, at growing intervals, until the owner answers: the owner may join its group
+late), then follows the owner. Following is pulled in batches — one request per owner process
 for every answer followed there, answered once some of them have news (after a short window that
 gathers more), or after a quiet while; an answer begun meanwhile joins the pending pull at the owner
 (`answers.add`), so no news is ever sent twice — a slow reader never overflows a channel, thousands of
 readers cost a few round trips a second, and an owner that does not answer within
-`AI_STREAM_OWNER_TIMEOUT` is noticed: its answers' readers end with `error` `interrupted`. A stop is one
-message to the answer's group, answered once the end is committed.
+`AI_STREAM_OWNER_TIMEOUT` is noticed: its answers' readers end with `error` `interrupted`. A stop is a
+message to the answer's group (sent again the same way), answered once the end is committed.
 
 Without `REDIS_URL` there is no other process to reach: every call here is a no-op, nothing is sent.
 """
@@ -118,9 +119,10 @@ class _Relay:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def send(self, channel: str, message: dict) -> None:
+    async def send(self, to: str, message: dict, *, kind: str = "send") -> None:
+        """The layer's `kind` of `message` to `to`, a failure logged."""
         try:
-            await self.call("send", channel, message)
+            await self.call(kind, to, message)
         except Exception:
             logger.warning("channel layer send failed", exc_info=True)
 
@@ -208,22 +210,27 @@ class _Relay:
     ) -> dict | None:
         """Send `message` to a process (its channel `to`, or every member of the group `to`) and wait
         for the reply; None when none came within `patience` seconds (or the layer failed). With
-        `again`, the message is sent again every `again` seconds until a reply comes: an answer's owner
-        may join its group after its first event (`owner_joined`), and a group's message finds only
-        the members it has when it is sent. A request is answered once: replies after the first are
-        dropped. `sent` is resolved once the message is with the layer."""
+        `again`, the message is sent again after `again` seconds, then twice as long each time, until
+        a reply comes: an answer's owner may join its group after its first event (`owner_joined`),
+        and a group's message finds only the members it has when it is sent. The first reply is
+        taken, later ones (to the copies) dropped; a copy that cannot be sent is not a failure (an
+        earlier one may be answered). `sent` is resolved once the message is with the layer."""
         request_id = uuid.uuid4().hex
         waiter = asyncio.get_running_loop().create_future()
         self._replies[request_id] = waiter
+        kind = "group_send" if group else "send"
         try:
             async with asyncio.timeout(patience):  # this process's channel and the send included
                 message = {**message, "request_id": request_id, "reply_to": await self.ready()}
-                while not waiter.done():
-                    await self.call("group_send" if group else "send", to, message)
-                    if sent is not None and not sent.done():
-                        sent.set_result(None)
+                await self.call(kind, to, message)
+                if sent is not None:
+                    sent.set_result(None)
+                while again is not None and not waiter.done():
                     await asyncio.wait({waiter}, timeout=again)
-                return waiter.result()
+                    if not waiter.done():
+                        again *= 2
+                        await self.send(to, message, kind=kind)
+                return await waiter
         except (TimeoutError, OSError, ConnectionError, RedisError):
             return None
         except Exception:

@@ -68,11 +68,11 @@ class JSONErrorsNegotiation(DefaultContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-def start_answer(*, user, auth=None, **request) -> services.StreamStart | services.Retry:
+def start_answer(*, user, auth, **request) -> services.StreamStart | services.Retry:
     """`services.stream_start()` with its domain errors as the API's. Shared by every transport's start
     (the contract's stream, the AI SDK's chat); its caller spawns the owner of a started answer on the
-    event loop (`generations.owned_once_started`). `auth`: the request's; a `Remembered` token is
-    checked again by the start's reservation."""
+    event loop (`generations.owned_once_started`). `auth`: the request's (`request.auth`, None for a
+    socket's); a `Remembered` token is checked again by the start's reservation."""
     only_if = auth.still_valid() if isinstance(auth, Remembered) else None
     try:
         started = services.stream_start(user=user, only_if=only_if, **request)

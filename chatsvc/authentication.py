@@ -4,7 +4,7 @@ import copy
 import functools
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from django.contrib.auth import get_user_model
@@ -61,7 +61,7 @@ class RememberingTokenAuthentication(TokenAuthentication):
 class Remembered:
     """The `request.auth` of a start whose token was not read: the key, and the user it named."""
 
-    key: str
+    key: str = field(repr=False)  # a secret: not in a log line that shows `request.auth`
     user_id: object
 
     def still_valid(self) -> rows.Condition:

@@ -66,7 +66,7 @@ def test_a_reader_that_asks_before_the_owner_has_joined_the_answers_group_is_ans
     """An owner joins its answer's group after its first event when the layer is slower than
     `JOIN_WAIT`; a reader elsewhere may ask in between, to a group without members yet. The ask is
     sent again until the owner, once in the group, answers it — not a 204 after the owner's timeout."""
-    settings.AI_STREAM_OWNER_TIMEOUT = 3 * relay.JOIN_WAIT
+    settings.AI_STREAM_OWNER_TIMEOUT = 5 * relay.JOIN_WAIT  # sent at 0, 1 and 3 × JOIN_WAIT
     answer_id = uuid.uuid4()
     generation = EventLog()
     generation.log({"type": "start"})
