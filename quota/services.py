@@ -152,16 +152,15 @@ def quota_reserve(
 def _insert_if_room(
     reservation: Reservation, *, along: tuple, end: bool, only_if: rows.Condition | None
 ) -> bool:
-    """Lock the quota row (created first when missing: a user's first reservation); start its new
-    period when the last one ended; delete its expired
-    reservations; then insert `reservation` if the quota leaves room — tokens used under the token
-    limit, requests used plus the live reservations under the request limit (in effect: the override
-    or the default, none when unlimited: `Quota.…_limit_in_effect`) and `only_if` holds — and write
-    `along` with it.
+    """Lock the quota row (created first when missing: a user's first reservation); start its new period
+    when the last one ended; delete its expired reservations; then insert `reservation` if the quota
+    leaves room — tokens used under the token limit, requests used plus the live reservations under the
+    request limit (in effect: the override or the default, none when unlimited: `Quota.…_limit_in_effect`)
+    and `only_if` holds — and write `along` with it.
 
     On PostgreSQL one round trip: the lock, then one statement (`rows.insert`'s: the rollover, the sweep
-    and the reservation CTEs of it, its count reading the snapshot taken once the lock is held, before
-    the sweep: live reservations only), and with `end` the COMMIT. Elsewhere (SQLite, whose IMMEDIATE
+    and the reservation CTEs of it, its count reading the snapshot taken once the lock is held, before the
+    sweep: live reservations only), and with `end` the COMMIT. Elsewhere (SQLite, whose IMMEDIATE
     transactions hold the database's write lock) each is a statement of its own.
     """
     adapt = connection.ops.adapt_datetimefield_value
