@@ -14,6 +14,13 @@ nothing. Here psycopg stays in autocommit and Django alone knows that a transact
 (`transaction.atomic()`, `set_autocommit(False)`); the first statement of one is sent as
 `BEGIN; <statement>`, one simple query, one round trip (`BeginWithFirstStatement`). The rest is
 psycopg's: its `commit()` and `rollback()` look at the server's transaction status, not at autocommit.
+
+And one parse fewer. Django's cursors merge a query's parameters into its text on the client
+(`ClientCursor`); psycopg splits the text at its placeholders for that, and keeps the split of a text
+it has seen only for texts of at most 50 parameters (`MAX_CACHED_STATEMENT_PARAMS`: a bulk INSERT's
+text changes with its row count and would push the others out of its cache of 128). An answer's start
+is one statement of some 70 parameters: it was split anew each time, its regular expression 7 % of the
+server's CPU under `make bench`'s T. Here texts of up to `CACHED_PARSE_PARAMS` are kept.
 """
 
 import select
@@ -21,9 +28,12 @@ import select
 import psycopg
 from django.db.backends import utils
 from django.db.backends.postgresql import base
-from psycopg import IsolationLevel
+from psycopg import IsolationLevel, _queries
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
+
+CACHED_PARSE_PARAMS = 100
+_queries.MAX_CACHED_STATEMENT_PARAMS = max(_queries.MAX_CACHED_STATEMENT_PARAMS, CACHED_PARSE_PARAMS)
 
 
 def check_connection(connection) -> None:

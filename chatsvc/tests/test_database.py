@@ -1,5 +1,6 @@
 """The pool's check of a connection it hands out (`chatsvc.database`): a live one without a round trip,
-one the server ended replaced — against the real PostgreSQL, with pools of one connection."""
+one the server ended replaced — against the real PostgreSQL, with pools of one connection; its BEGIN
+with the first statement; a start's parse kept by psycopg."""
 
 import tempfile
 from contextlib import contextmanager
@@ -7,8 +8,10 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 from django.db import IntegrityError, connection, connections, transaction
+from psycopg import _queries
 from psycopg_pool import ConnectionPool
 
+from ai import services
 from chatsvc.database.base import check_connection
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="the pool is PostgreSQL's")
@@ -180,3 +183,22 @@ def test_the_connections_isolation_level_is_kept(transactional_db):
             assert cursor.fetchone() == ("serializable",)
     finally:
         connection.connection.isolation_level = None
+
+
+def test_an_answers_start_is_split_at_its_placeholders_once(transactional_db, user, monkeypatch):
+    """The start's one statement (some 70 parameters) is parsed by psycopg once: the next starts find
+    its parse in psycopg's cache (`CACHED_PARSE_PARAMS`); at psycopg's own limit, each start parses it."""
+    parsed = []
+    parse = _queries._query2pg_client_nocache  # what psycopg calls for a text it does not cache
+
+    def counted(query, encoding):
+        parsed.append(query)
+        return parse(query, encoding)
+
+    monkeypatch.setattr(_queries, "_query2pg_client_nocache", counted)
+    services.stream_start(user=user, message="Hello")
+    services.stream_start(user=user, message="Hello")
+    assert parsed == []
+    monkeypatch.setattr(_queries, "MAX_CACHED_STATEMENT_PARAMS", 50)
+    services.stream_start(user=user, message="Hello")
+    assert [b"INSERT INTO quota_reservation" in query for query in parsed] == [True]
