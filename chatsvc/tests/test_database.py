@@ -201,4 +201,39 @@ def test_an_answers_start_is_split_at_its_placeholders_once(transactional_db, us
     assert parsed == []
     monkeypatch.setattr(_queries, "MAX_CACHED_STATEMENT_PARAMS", 50)
     services.stream_start(user=user, message="Hello")
-    assert [b"INSERT INTO quota_reservation" in query for query in parsed] == [True]
+    assert [b"EXECUTE chatsvc_" in query for query in parsed] == [True]  # the start's statement
+
+
+def test_a_statement_is_prepared_once_per_connection(probe_table):
+    """`executing()`: the PREPARE in a round trip of its own the first time on a connection, and kept
+    though its transaction rolled back; then only the EXECUTE. Another connection prepares its own."""
+    insert = "INSERT INTO begin_probe VALUES (%s)"
+
+    def insert_then_fail():
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(connection.executing(insert), [1])
+            raise RuntimeError
+
+    with sent_queries() as sent:
+        with pytest.raises(RuntimeError):
+            insert_then_fail()
+        with connection.cursor() as cursor:
+            cursor.execute(connection.executing(insert), [2])
+    name = sent[0].split()[2]
+    assert sent == [
+        f"BEGIN; PREPARE {name} AS INSERT INTO begin_probe VALUES ($1)",
+        f"EXECUTE {name}(1)",
+        "ROLLBACK",
+        f"EXECUTE {name}(2)",
+    ]
+    assert committed(probe_table) == [2]
+    with transaction.atomic():  # holds this connection: the other one is another
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                cursor.execute(other.executing(insert), [3])
+                cursor.execute("SELECT name FROM pg_prepared_statements")
+                assert (name,) in cursor.fetchall()
+        finally:
+            other.close()
+    assert committed(probe_table) == [2, 3]
