@@ -58,7 +58,10 @@ def insert(
     with db.cursor() as cursor:
         if together:
             statement = _together(before, writes)
-            sql = "; ".join([*(write.sql for write in first), db.executing(statement.sql)])
+            executing = getattr(db, "executing", None)  # chatsvc.database's (not PostGIS's, say)
+            sql = "; ".join(
+                [*(write.sql for write in first), executing(statement.sql) if executing else statement.sql]
+            )
             if end and not any(db.savepoint_ids):  # None: a block nested without a savepoint
                 sql += "; COMMIT"
             cursor.execute(sql, [value for write in (*first, statement) for value in write.params])

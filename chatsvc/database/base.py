@@ -39,6 +39,7 @@ import select
 import weakref
 
 import psycopg
+from django.db import ProgrammingError
 from django.db.backends import utils
 from django.db.backends.postgresql import base
 from psycopg import IsolationLevel, _queries
@@ -68,6 +69,14 @@ class BeginWithFirstStatement:
     else (many rows, a procedure, a server-side cursor) as a statement of its own just before it."""
 
     def _execute(self, statement, params, *ignored_wrapper_args):
+        try:
+            return self._execute_beginning(statement, params, *ignored_wrapper_args)
+        except ProgrammingError as error:
+            if isinstance(error.__cause__, psycopg.errors.InvalidSqlStatementName):
+                self.db.forget_prepared()  # the server lost one (`DatabaseWrapper.executing()`)
+            raise
+
+    def _execute_beginning(self, statement, params, *ignored_wrapper_args):
         begin = self.db.transaction_to_begin()
         if begin is None:
             return super()._execute(statement, params, *ignored_wrapper_args)
@@ -122,6 +131,8 @@ def _prepared_form(sql: str) -> tuple[str, str, int]:
         count += 1
         return f"${count}"
 
+    if "%(" in sql:
+        raise ValueError("A prepared statement's parameters are positional (%s).")
     body = re.sub(r"%%|%s", placeholder, sql)
     return f"chatsvc_{hashlib.blake2b(sql.encode(), digest_size=8).hexdigest()}", body, count
 
@@ -155,18 +166,33 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def executing(self, sql: str) -> str:
         """The EXECUTE of `sql` (its parameters positional) as a statement prepared on this connection:
-        PostgreSQL parses and plans it once per connection, not at every run. It is prepared here the
-        first time, in a round trip of its own (a PREPARE that ran stays, whatever becomes of the
-        transaction it ran in: a failure of a statement sent with it would leave it unknown whether
-        it ran). The EXECUTE takes `sql`'s parameters, in their order."""
+        PostgreSQL parses and plans it once per connection, not at every run. The EXECUTE takes `sql`'s
+        parameters, in their order.
+
+        It is prepared the first time, in a round trip of its own, out of the transaction Django wants
+        (as its first statement it would fix a REPEATABLE READ transaction's snapshot before the locks
+        the caller takes). A PREPARE that ran stays, whatever becomes of a transaction; one the server
+        lost (`DEALLOCATE`, `DISCARD`) fails the statement that runs it, then this connection's are
+        prepared again (`forget_prepared()`; those the server still has are found so)."""
         name, body, count = _prepared_form(sql)
         self.ensure_connection()
         prepared = _prepared_on.setdefault(self.connection, set())
         if name not in prepared:
-            with self.cursor() as cursor:
-                cursor.execute(f"PREPARE {name} AS {body}")
+            with self.wrap_database_errors:
+                try:
+                    self.connection.execute(f"PREPARE {name} AS {body}")
+                except psycopg.errors.DuplicatePreparedStatement:
+                    # The server has it and this process had forgotten it: as good, unless it failed
+                    # the transaction it was sent in.
+                    if self.connection.info.transaction_status != TransactionStatus.IDLE:
+                        prepared.add(name)
+                        raise
             prepared.add(name)
         return f"EXECUTE {name}({', '.join(['%s'] * count)})"
+
+    def forget_prepared(self) -> None:
+        """Forget what is prepared on this connection: the server said it no longer has one of them."""
+        _prepared_on.pop(self.connection, None)
 
     def make_cursor(self, cursor):
         return CursorWrapper(cursor, self)

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
-from django.db import IntegrityError, connection, connections, transaction
+from django.db import IntegrityError, ProgrammingError, connection, connections, transaction
 from psycopg import _queries
 from psycopg_pool import ConnectionPool
 
@@ -205,8 +205,9 @@ def test_an_answers_start_is_split_at_its_placeholders_once(transactional_db, us
 
 
 def test_a_statement_is_prepared_once_per_connection(probe_table):
-    """`executing()`: the PREPARE in a round trip of its own the first time on a connection, and kept
-    though its transaction rolled back; then only the EXECUTE. Another connection prepares its own."""
+    """`executing()`: the PREPARE in a round trip of its own the first time on a connection, out of the
+    transaction; then only the EXECUTE, though the transaction rolled back. Another connection prepares
+    its own."""
     insert = "INSERT INTO begin_probe VALUES (%s)"
 
     def insert_then_fail():
@@ -219,10 +220,10 @@ def test_a_statement_is_prepared_once_per_connection(probe_table):
             insert_then_fail()
         with connection.cursor() as cursor:
             cursor.execute(connection.executing(insert), [2])
-    name = sent[0].split()[2]
+    name = sent[0].split()[1]
     assert sent == [
-        f"BEGIN; PREPARE {name} AS INSERT INTO begin_probe VALUES ($1)",
-        f"EXECUTE {name}(1)",
+        f"PREPARE {name} AS INSERT INTO begin_probe VALUES ($1)",  # not in the transaction
+        f"BEGIN; EXECUTE {name}(1)",
         "ROLLBACK",
         f"EXECUTE {name}(2)",
     ]
@@ -237,3 +238,18 @@ def test_a_statement_is_prepared_once_per_connection(probe_table):
         finally:
             other.close()
     assert committed(probe_table) == [2, 3]
+
+
+def test_statements_the_server_lost_are_prepared_again(probe_table):
+    """One lost (`DEALLOCATE`) fails the statement that runs it, once; then this connection's are
+    prepared again, those the server still has found so."""
+    first, second = "INSERT INTO begin_probe VALUES (%s)", "INSERT INTO begin_probe SELECT %s + 100"
+    with connection.cursor() as cursor:
+        cursor.execute(connection.executing(first), [1])
+        cursor.execute(connection.executing(second), [1])
+        cursor.execute(connection.executing(first).replace("EXECUTE", "DEALLOCATE").removesuffix("(%s)"))
+        with pytest.raises(ProgrammingError):
+            cursor.execute(connection.executing(first), [2])
+        cursor.execute(connection.executing(second), [2])  # its PREPARE finds it there
+        cursor.execute(connection.executing(first), [3])
+    assert committed(probe_table) == [1, 3, 101, 102]
