@@ -113,13 +113,14 @@ def committed(other) -> list[int]:
 def sent_queries():
     """The simple queries the Django connection sends meanwhile, as libpq's trace logs them."""
     connection.ensure_connection()
+    pgconn = connection.connection.pgconn  # the same once Django's connection went back to the pool
     sent: list[str] = []
     with tempfile.TemporaryFile() as trace:
-        connection.connection.pgconn.trace(trace.fileno())
+        pgconn.trace(trace.fileno())
         try:
             yield sent
         finally:
-            connection.connection.pgconn.untrace()
+            pgconn.untrace()
             trace.seek(0)
             lines = trace.read().decode().splitlines()
     sent += [line.split("\t", 4)[4].strip(' "') for line in lines if "\tF\t" in line and "\tQuery\t" in line]
@@ -253,3 +254,14 @@ def test_statements_the_server_lost_are_prepared_again(probe_table):
         cursor.execute(connection.executing(second), [2])  # its PREPARE finds it there
         cursor.execute(connection.executing(first), [3])
     assert committed(probe_table) == [1, 3, 101, 102]
+
+
+def test_another_postgresql_engine_runs_the_start_unprepared(transactional_db, user, monkeypatch):
+    """An engine without `executing()` (PostGIS's, say): the start's statement is sent as it is."""
+    monkeypatch.delattr(type(connections["default"]), "executing")
+    with sent_queries() as sent:
+        services.stream_start(user=user, message="Hello")
+    start = next(query for query in sent if "FOR UPDATE" in query)  # its first line: the trace's
+    assert "WITH step_0" in start
+    assert "EXECUTE" not in start
+    assert not any(query.startswith("PREPARE") for query in sent)
