@@ -169,11 +169,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
         PostgreSQL parses and plans it once per connection, not at every run. The EXECUTE takes `sql`'s
         parameters, in their order.
 
-        It is prepared the first time, in a round trip of its own, out of the transaction Django wants
-        (as its first statement it would fix a REPEATABLE READ transaction's snapshot before the locks
-        the caller takes). A PREPARE that ran stays, whatever becomes of a transaction; one the server
-        lost (`DEALLOCATE`, `DISCARD`) fails the statement that runs it, then this connection's are
-        prepared again (`forget_prepared()`; those the server still has are found so)."""
+        It is prepared the first time, in a round trip of its own, on psycopg's connection: not as the
+        first statement of the transaction Django wants, which begins after it (as its first statement
+        it would fix a REPEATABLE READ transaction's snapshot before the locks the caller takes). A
+        PREPARE that ran stays, whatever becomes of a transaction; one the server lost (`DEALLOCATE`,
+        `DISCARD`) fails the statement that runs it, then this connection's are prepared again
+        (`forget_prepared()`; those the server still has are found so)."""
         name, body, count = _prepared_form(sql)
         self.ensure_connection()
         prepared = _prepared_on.setdefault(self.connection, set())
@@ -182,11 +183,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 try:
                     self.connection.execute(f"PREPARE {name} AS {body}")
                 except psycopg.errors.DuplicatePreparedStatement:
-                    # The server has it and this process had forgotten it: as good, unless it failed
-                    # the transaction it was sent in.
+                    prepared.add(name)  # the server has it: this process had forgotten it
                     if self.connection.info.transaction_status != TransactionStatus.IDLE:
-                        prepared.add(name)
-                        raise
+                        raise  # it failed the transaction it was sent in
             prepared.add(name)
         return f"EXECUTE {name}({', '.join(['%s'] * count)})"
 
