@@ -195,16 +195,18 @@ _ROLLOVER_SQL = (
 )
 
 # The room, as `QuotaStatus` reckons it: counters read as zero once their period ended (`floor`).
+# Prepared (`executing()`), a parameter takes the type of the column it meets: the default request
+# limit is cast, or one over 2**31 - 1 would not fit `request_limit`'s integer.
 _RESERVE_SQL = """
 INSERT INTO quota_reservation (id, quota_id, created_at, renewed_at, expires_at)
 SELECT %s, %s, %s, %s, %s FROM quota_quota
 WHERE user_id = %s
 AND (unlimited_tokens OR COALESCE(token_limit, %s) IS NULL
      OR CASE WHEN period_start < %s THEN 0 ELSE tokens_used END < COALESCE(token_limit, %s))
-AND (unlimited_requests OR COALESCE(request_limit, %s) IS NULL
+AND (unlimited_requests OR COALESCE(request_limit, CAST(%s AS bigint)) IS NULL
      OR CASE WHEN period_start < %s THEN 0 ELSE requests_used END
         + (SELECT count(*) FROM quota_reservation WHERE quota_id = %s AND expires_at > %s)
-        < COALESCE(request_limit, %s))"""
+        < COALESCE(request_limit, CAST(%s AS bigint)))"""
 
 
 def quota_commit(*, reservation_id: str, tokens: int, now: datetime | None = None) -> QuotaStatus:

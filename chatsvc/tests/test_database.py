@@ -265,3 +265,11 @@ def test_another_postgresql_engine_runs_the_start_unprepared(transactional_db, u
     assert "WITH step_0" in start
     assert "EXECUTE" not in start
     assert not any(query.startswith("PREPARE") for query in sent)
+
+
+def test_a_prepared_start_takes_limits_beyond_a_32_bit_integer(transactional_db, user, settings):
+    """A prepared statement's parameter takes the type of the column it meets (`request_limit`: an
+    integer); a default limit is not a column's value and may be larger."""
+    settings.QUOTA_DEFAULT_REQUEST_LIMIT = settings.QUOTA_DEFAULT_TOKEN_LIMIT = 2**40
+    services.stream_start(user=user, message="Hello")
+    services.stream_start(user=user, message="Hello")
