@@ -1,6 +1,7 @@
 """The pool's check of a connection it hands out (`chatsvc.database`): a live one without a round trip,
 one the server ended replaced — against the real PostgreSQL, with pools of one connection; its BEGIN
-with the first statement; a start's parse kept by psycopg."""
+with the first statement; a start's parse kept by psycopg; statements prepared once per connection
+(`executing()`)."""
 
 import tempfile
 from contextlib import contextmanager
